@@ -1,0 +1,27 @@
+# `make demo` and `make test` set everything up on a fresh machine (scripts/setup.sh),
+# and are quick when it is already done: the stamp is rebuilt only when its inputs change.
+VENV := .venv
+STAMP := $(VENV)/.setup-stamp
+SETUP_INPUTS := pyproject.toml scripts/setup.sh talkmotion/assets/__init__.py $(wildcard talkmotion/web/package*.json talkmotion/web/build.mjs)
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	bash scripts/setup.sh
+	touch $@
+
+demo: $(STAMP)
+	mkdir -p out
+	$(VENV)/bin/talkmotion animate talkmotion/assets/samples/speech.wav -o out/speech.json -o out/speech.csv
+	@echo "demo: wrote out/speech.json and out/speech.csv"
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/talkmotion bench
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One-time set-up for a fresh Debian machine: system packages, the venv, Python
+# packages, the MediaPipe face model and the web viewer's npm packages.
+# Idempotent: each step checks what is already there and skips it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng libespeak-ng1
+              libsndfile1 libportaudio2 chromium sox)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+# The CPU build of torch first, so nothing below pulls a CUDA build.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
+echo "setup: installing talkmotion and its extras"
+.venv/bin/pip install -q -e ".[all]"
+
+.venv/bin/python -m talkmotion.assets install
+if [ -f talkmotion/web/package.json ]; then
+  (cd talkmotion/web && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; })
+  if [ -f talkmotion/web/build.mjs ]; then (cd talkmotion/web && node build.mjs); fi
+fi
+echo "setup: done"

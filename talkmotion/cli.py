@@ -1,0 +1,75 @@
+"""`talkmotion` command line.
+
+Each command lives in the module that does its work, as two functions:
+`add_arguments(parser)` and `run(args) -> int`. Only the chosen command's module
+is imported, so `talkmotion --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name → (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "animate": ("talkmotion.animate", "animate speech files (or stdin PCM) into frames files"),
+    "train": ("talkmotion.train", "train or fine-tune a model from a config file"),
+    "eval": ("talkmotion.eval", "score a model or label source against phoneme-timed clips"),
+    "corpus": ("talkmotion.data.synth", "build a phoneme-timed TTS talking corpus (`corpus synth`)"),
+    "export-onnx": ("talkmotion.onnx_export", "export the streaming model to ONNX"),
+    "bench": ("talkmotion.bench", "measure streaming speed, latency and memory"),
+}
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit status 2."""
+
+
+def _errors():
+    """Exception types that are the user's input, not our bug: one line, no traceback."""
+    from .audio import AudioError
+    from .config import ConfigError
+    from .data.clips import ClipError
+    from .frames import FramesFileError
+
+    found = [UserError, AudioError, ConfigError, ClipError, FramesFileError, FileNotFoundError]
+    for mod, name in (("talkmotion.checkpoint", "CheckpointError"), ("talkmotion.assets", "AssetError")):
+        try:
+            found.append(getattr(importlib.import_module(mod), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="talkmotion", description="Speech audio to ARKit face and head animation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except _errors() as err:
+        print(f"talkmotion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"talkmotion {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The clip: one training example, the same whatever made it (video extraction or TTS).
+
+A clip is one safetensors file holding
+  audio   (N,)     int16, 16 kHz mono
+  labels  (T, C)   float32, C = labels.NUM_CHANNELS, T = num_frames(N, fps)
+  mask    (T, C)   uint8, 1 where the label is valid
+and a JSON header (safetensors metadata key "talkmotion") with the clip id, fps,
+label spec id, optional phoneme timings [[phone, start_s, end_s, stress], ...]
+and free-form metadata (source, voice, rate, text, split, quality report...).
+
+A dataset is a folder of clips plus manifest files (`manifest*.json`) that record
+every clip's status, so long jobs resume and shards never write the same file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import labels
+from ..audio import FPS, SAMPLE_RATE, num_frames
+from ..files import atomic_path, write_json
+
+CLIP_SUFFIX = ".clip.safetensors"
+MANIFEST_FORMAT = "talkmotion.dataset"
+
+
+class ClipError(ValueError):
+    """A clip file that cannot be used; the message names the file."""
+
+
+@dataclass
+class Phoneme:
+    phone: str      # ARPAbet-style lower-case symbol ("aa", "p", "sil", ...)
+    start: float    # seconds
+    end: float      # seconds
+    stress: int = 0  # 0 none, 1 primary, 2 secondary
+
+
+@dataclass
+class Clip:
+    id: str
+    audio: np.ndarray            # (N,) float32 in [-1, 1]
+    labels: np.ndarray           # (T, C) float32
+    mask: np.ndarray             # (T, C) bool
+    fps: int = FPS
+    phonemes: list[Phoneme] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.audio = np.asarray(self.audio, np.float32).reshape(-1)
+        self.labels = np.asarray(self.labels, np.float32)
+        self.mask = np.asarray(self.mask, bool)
+        self.validate()
+
+    @property
+    def duration(self) -> float:
+        return self.audio.size / SAMPLE_RATE
+
+    def validate(self, source: str | None = None) -> None:
+        where = source or f"clip {self.id}"
+        want = num_frames(self.audio.size, self.fps)
+        if self.labels.ndim != 2 or self.labels.shape[1] != labels.NUM_CHANNELS:
+            raise ClipError(f"{where}: labels shape {self.labels.shape}, want (T, {labels.NUM_CHANNELS})")
+        if self.labels.shape[0] != want:
+            raise ClipError(f"{where}: {self.labels.shape[0]} label frames for {self.audio.size} samples "
+                            f"at {self.fps} fps (want {want})")
+        if self.mask.shape != self.labels.shape:
+            raise ClipError(f"{where}: mask shape {self.mask.shape} differs from labels {self.labels.shape}")
+        if not np.isfinite(self.labels[self.mask]).all():
+            raise ClipError(f"{where}: labels contain NaN or inf where the mask says valid")
+
+
+def save_clip(path: str | Path, clip: Clip) -> None:
+    """Write a clip atomically."""
+    from safetensors.numpy import save_file
+
+    header = {
+        "id": clip.id, "fps": clip.fps, "sample_rate": SAMPLE_RATE, "spec": labels.SPEC_ID,
+        "channels": list(labels.CHANNELS),
+        "phonemes": None if clip.phonemes is None else
+        [[p.phone, round(p.start, 5), round(p.end, 5), p.stress] for p in clip.phonemes],
+        "meta": clip.meta,
+    }
+    tensors = {
+        "audio": np.round(np.clip(clip.audio, -1, 1) * 32767).astype(np.int16),
+        "labels": np.nan_to_num(clip.labels).astype(np.float32),
+        "mask": clip.mask.astype(np.uint8),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"talkmotion": json.dumps(header)})
+
+
+def load_clip(path: str | Path) -> Clip:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = json.loads((f.metadata() or {}).get("talkmotion", "null"))
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError, json.JSONDecodeError) as err:
+        raise ClipError(f"{path}: not a readable clip ({err})") from err
+    if not isinstance(header, dict):
+        raise ClipError(f"{path}: missing talkmotion header")
+    if header.get("spec") != labels.SPEC_ID:
+        raise ClipError(f"{path}: label spec {header.get('spec')!r} differs from {labels.SPEC_ID!r}")
+    phonemes = header.get("phonemes")
+    clip = Clip(
+        id=header["id"], audio=tensors["audio"].astype(np.float32) / 32767.0,
+        labels=tensors["labels"], mask=tensors["mask"].astype(bool), fps=header["fps"],
+        phonemes=None if phonemes is None else [Phoneme(*p) for p in phonemes],
+        meta=header.get("meta", {}),
+    )
+    clip.validate(str(path))
+    return clip
+
+
+# --- dataset manifests ----------------------------------------------------------
+
+class Manifest:
+    """Status of every clip a job made or tried, saved atomically after each update.
+
+    entries: {clip_id: {"status": "ok" | "failed" | "skipped", "file": relative path,
+              "error": str, "duration": s, ...metadata}}
+    """
+
+    def __init__(self, root: str | Path, name: str = "manifest.json", info: dict | None = None):
+        self.root = Path(root)
+        self.path = self.root / name
+        self.info = info or {}
+        self.entries: dict[str, dict] = {}
+        if self.path.exists():
+            obj = json.loads(self.path.read_text(encoding="utf-8"))
+            if obj.get("format") != MANIFEST_FORMAT:
+                raise ClipError(f"{self.path}: not a talkmotion dataset manifest")
+            self.entries = obj.get("clips", {})
+            self.info = {**obj.get("info", {}), **self.info}
+
+    def done(self, clip_id: str) -> bool:
+        """True when the clip was made and its file is still there."""
+        entry = self.entries.get(clip_id)
+        return bool(entry) and entry["status"] == "ok" and (self.root / entry["file"]).exists()
+
+    def record(self, clip_id: str, status: str, save: bool = True, **fields) -> None:
+        self.entries[clip_id] = {"status": status, **fields}
+        if save:
+            self.save()
+
+    def save(self) -> None:
+        write_json(self.path, {"format": MANIFEST_FORMAT, "version": 1, "info": self.info,
+                               "clips": self.entries})
+
+
+def read_dataset(root: str | Path) -> dict[str, dict]:
+    """Every ok clip of a dataset folder (all its manifests merged), {id: entry}."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ClipError(f"{root}: not a dataset folder")
+    manifests = sorted(root.glob("manifest*.json"))
+    if not manifests:
+        raise ClipError(f"{root}: no manifest*.json; make one with `talkmotion corpus synth` or `extract`")
+    merged: dict[str, dict] = {}
+    for m in manifests:
+        man = Manifest(root, m.name)
+        for clip_id, entry in man.entries.items():
+            if entry["status"] == "ok":
+                merged[clip_id] = {**entry, "path": str(root / entry["file"])}
+    return merged
+
+
+def clip_path(root: str | Path, clip_id: str) -> Path:
+    return Path(root) / "clips" / f"{clip_id}{CLIP_SUFFIX}"

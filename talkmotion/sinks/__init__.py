@@ -1,0 +1,76 @@
+"""Outputs. Every sink takes the same `Frames`; one module per output.
+
+A sink is opened once, written any number of times as frames are made, then
+closed (success) or aborted (error). File sinks gather frames and write the file
+atomically on close, so a failed run leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from ..frames import Frames
+
+# format → (module, class); the format is the file extension unless given.
+FILE_FORMATS: dict[str, tuple[str, str]] = {
+    "json": ("talkmotion.sinks.json_file", "JsonSink"),
+    "csv": ("talkmotion.sinks.csv_file", "CsvSink"),
+}
+
+
+class Sink:
+    """Base of every output: open → write* → close | abort."""
+
+    def open(self, fps: float, model: str = "", latency_ms: float = 0.0) -> None:
+        self.fps, self.model, self.latency_ms = fps, model, latency_ms
+
+    def write(self, frames: Frames) -> None:
+        raise NotImplementedError
+
+    def close(self, duration: float | None = None) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class FileSink(Sink):
+    """Gathers frames; `save(frames)` writes the file once, on close."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.parts: list[Frames] = []
+
+    def write(self, frames: Frames) -> None:
+        if len(frames):
+            self.parts.append(frames)
+
+    def close(self, duration: float | None = None) -> None:
+        values = [p.values for p in self.parts]
+        import numpy as np
+        from .. import labels
+
+        all_values = np.concatenate(values) if values else np.zeros((0, labels.NUM_CHANNELS), np.float32)
+        self.save(Frames(all_values, fps=self.fps, model=self.model, latency_ms=self.latency_ms,
+                         duration=duration))
+        self.parts = []
+
+    def abort(self) -> None:
+        self.parts = []
+
+    def save(self, frames: Frames) -> None:
+        raise NotImplementedError
+
+
+def file_format(path: str | Path, fmt: str | None = None) -> str:
+    fmt = (fmt or Path(path).suffix.lstrip(".")).lower()
+    if fmt not in FILE_FORMATS:
+        raise ValueError(f"{path}: unknown output format {fmt!r}; known formats: {', '.join(FILE_FORMATS)}")
+    return fmt
+
+
+def file_sink(path: str | Path, fmt: str | None = None) -> FileSink:
+    """The sink that writes `path`, chosen by `fmt` or the file's extension."""
+    module, cls = FILE_FORMATS[file_format(path, fmt)]
+    return getattr(importlib.import_module(module), cls)(path)
