@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("talkmotion.data.synth", "build a phoneme-timed TTS talking corpus (`corpus synth`)"),
     "export-onnx": ("talkmotion.onnx_export", "export the streaming model to ONNX"),
     "bench": ("talkmotion.bench", "measure streaming speed, latency and memory"),
+    "render": ("talkmotion.render", "render an MP4 preview of frames (or speech) on an avatar, with the audio"),
+    "avatar": ("talkmotion.avatar", "write the built-in reference avatar (.glb and VRM 1.0 .vrm)"),
+    "stream": ("talkmotion.live", "animate live audio (file, mic, stdin, WebSocket) to VMC, Live Link, WebSocket"),
+    "serve": ("talkmotion.serve", "HTTP + WebSocket server with the browser viewer"),
 }
 
 
@@ -34,7 +38,9 @@ def _errors():
     from .frames import FramesFileError
 
     found = [UserError, AudioError, ConfigError, ClipError, FramesFileError, FileNotFoundError]
-    for mod, name in (("talkmotion.checkpoint", "CheckpointError"), ("talkmotion.assets", "AssetError")):
+    for mod, name in (("talkmotion.checkpoint", "CheckpointError"), ("talkmotion.assets", "AssetError"),
+                      ("talkmotion.sinks.udp", "SinkError"), ("talkmotion.live", "SourceError"),
+                      ("talkmotion.gltf", "GltfError")):
         try:
             found.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):

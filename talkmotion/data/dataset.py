@@ -1,0 +1,129 @@
+"""Training batches from clip datasets (TTS corpus, extracted video, or both, weighted).
+
+Batch `step` for process `rank` is a pure function of (seed, step, rank): resuming
+at a step reproduces the data exactly, and data-parallel processes never see the
+same crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .. import labels
+from ..audio import log_mel, num_frames, frame_to_sample
+from ..model import ModelDims
+from .augment import AugmentConfig, augment
+from .clips import Clip, ClipError, load_clip, read_dataset
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    path: str                 # dataset folder (made by `corpus synth` or `extract`)
+    weight: float = 1.0       # share of batches drawn from this source
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    sources: tuple[SourceConfig, ...] = ()
+    crop_seconds: float = 4.0           # training crop; shorter clips are padded and masked
+    train_split: str = "train"
+    val_split: str = "val"
+    max_val_clips: int = 64
+    ignore_channels: tuple[str, ...] = ("eyeBlinkLeft", "eyeBlinkRight")  # left to procedural blinks
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+class ClipSet:
+    """Clips of several sources held in memory (audio as int16), sampled by source weight."""
+
+    def __init__(self, cfg: DataConfig, split: str, limit: int | None = None):
+        if not cfg.sources:
+            raise ClipError("data.sources is empty: name at least one dataset folder")
+        self.cfg = cfg
+        self.ignore = labels.indices(cfg.ignore_channels)
+        self.sources: list[list[Clip]] = []
+        weights = []
+        for src in cfg.sources:
+            entries = [e for e in read_dataset(src.path).values() if e.get("split", "train") == split]
+            entries.sort(key=lambda e: e["path"])
+            clips = [load_clip(e["path"]) for e in entries[:limit]]
+            if clips:
+                self.sources.append(clips)
+                weights.append(src.weight)
+        if not self.sources:
+            raise ClipError(f"no clips with split {split!r} in {', '.join(s.path for s in cfg.sources)}")
+        self.weights = np.asarray(weights) / np.sum(weights)
+
+    @property
+    def clips(self) -> list[Clip]:
+        return [c for clips in self.sources for c in clips]
+
+    def label_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masked per-channel mean, std, and which channels have any valid label."""
+        lab = np.concatenate([c.labels for c in self.clips])
+        msk = np.concatenate([c.mask for c in self.clips])
+        msk[:, self.ignore] = False
+        count = msk.sum(0)
+        mean = np.where(count > 0, (lab * msk).sum(0) / np.maximum(count, 1), 0.0)
+        var = np.where(count > 0, (((lab - mean) ** 2) * msk).sum(0) / np.maximum(count, 1), 1.0)
+        return mean.astype(np.float32), np.sqrt(var).astype(np.float32), count > 0
+
+    def mel_stats(self, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+        mels = np.concatenate([log_mel(c.audio) for c in self.clips[:n]])
+        return mels.mean(0), mels.std(0) + 1e-3
+
+    def batch(self, step: int, rank: int, size: int, dims: ModelDims, seed: int, train: bool = True):
+        rng = np.random.default_rng([seed, step, rank, int(train)])
+        items = [self._example(rng, dims, train) for _ in range(size)]
+        return collate(items)
+
+    def _example(self, rng, dims: ModelDims, train: bool):
+        source = self.sources[rng.choice(len(self.sources), p=self.weights)]
+        clip = source[rng.integers(len(source))]
+        audio, lab, msk = clip.audio, clip.labels, clip.mask.copy()
+        if train:
+            audio, lab, msk = augment(audio, lab, msk, rng, self.cfg.augment)
+        msk[:, self.ignore] = False
+        return crop(audio, lab, msk, rng, dims, self.cfg.crop_seconds)
+
+
+def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float):
+    """A crop of `seconds` starting on a random frame, with the audio its last frame needs.
+
+    Returns (audio padded to the frames' need, labels (T, C), mask (T, C)), T fixed.
+    """
+    t = int(round(seconds * dims.fps))
+    total = lab.shape[0]
+    f0 = int(rng.integers(0, max(1, total - t + 1)))
+    lab, msk = lab[f0:f0 + t], msk[f0:f0 + t]
+    if lab.shape[0] < t:  # short clip: pad with rest pose, masked out
+        pad = t - lab.shape[0]
+        lab = np.concatenate([lab, np.zeros((pad, lab.shape[1]), np.float32)])
+        msk = np.concatenate([msk, np.zeros((pad, msk.shape[1]), bool)])
+    s0 = frame_to_sample(f0, dims.fps)
+    need = dims.frame_need(t - 1)
+    segment = audio[s0:s0 + need]
+    segment = np.concatenate([segment, np.zeros(need - segment.size, np.float32)])
+    return segment, lab, msk
+
+
+def collate(items):
+    audio = np.stack([i[0] for i in items])
+    mel = np.stack([log_mel(a) for a in audio])
+    return {
+        "pcm": torch.from_numpy(audio),
+        "mel": torch.from_numpy(mel),
+        "labels": torch.from_numpy(np.stack([i[1] for i in items])),
+        "mask": torch.from_numpy(np.stack([i[2] for i in items])),
+    }
+
+
+def whole_clip_batch(clip: Clip, dims: ModelDims):
+    """One clip, all of it, padded for its last frame's look-ahead (validation)."""
+    t = num_frames(clip.audio.size, dims.fps)
+    need = dims.frame_need(t - 1)
+    audio = np.concatenate([clip.audio, np.zeros(max(0, need - clip.audio.size), np.float32)])[:need]
+    return collate([(audio, clip.labels, clip.mask)])

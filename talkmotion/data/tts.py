@@ -1,0 +1,129 @@
+"""What every TTS engine module shares: the result type, the errors, text checks.
+
+An engine module (`tts_festival`, `tts_espeak`) provides
+  ENGINE                      its name as written in clip metadata,
+  installed_voices() -> list  the English voices on this machine,
+  synthesize(text, voice, rate, pitch, timeout) -> Synthesis.
+`rate` and `pitch` are factors around 1.0 (1.2 = 20 % faster / higher).
+Each engine maps its own phone names onto `phonemes.PHONES` so nothing after it
+knows which engine spoke.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+from .clips import Phoneme
+from .phonemes import SILENCE
+
+# engine name → module
+ENGINES: dict[str, str] = {
+    "festival": "talkmotion.data.tts_festival",
+    "espeak-ng": "talkmotion.data.tts_espeak",
+}
+
+# A clip's phonemes must cover its audio; gaps shorter than this are closed by
+# stretching the neighbour instead of inserting a silence.
+MIN_GAP_S = 0.005
+
+
+class TTSError(ValueError):
+    """A sentence an engine could not speak; the message names engine, voice and text."""
+
+
+class VoiceNotInstalled(TTSError):
+    pass
+
+
+class TTSTimeout(TTSError):
+    pass
+
+
+@dataclass
+class Synthesis:
+    audio: np.ndarray          # (N,) float32, 16 kHz mono
+    phonemes: list[Phoneme]    # contiguous, first starts at 0, last ends at N / 16 kHz
+
+
+def engine_module(name: str):
+    if name not in ENGINES:
+        raise TTSError(f"unknown TTS engine {name!r}; engines are {', '.join(ENGINES)}")
+    return importlib.import_module(ENGINES[name])
+
+
+def check_text(text: str) -> str:
+    """Text an English voice can speak, or TTSError saying why not.
+
+    Accents are folded (café → cafe); other non-ASCII characters, empty text and
+    text without a single word of letters (only digits or punctuation) are refused.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise TTSError("empty text: nothing to speak")
+    folded = unicodedata.normalize("NFKD", text)
+    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    folded = folded.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
+    bad = sorted({c for c in folded if ord(c) > 127})
+    if bad:
+        raise TTSError(f"text {text[:60]!r} has non-ASCII characters the English voices cannot speak: "
+                       f"{''.join(bad[:10])}")
+    if not re.search(r"[A-Za-z]{2,}|\b[AaIi]\b", folded):
+        raise TTSError(f"text {text[:60]!r} has no words to speak (only digits or punctuation)")
+    return " ".join(folded.split())
+
+
+def cover_audio(phonemes: list[Phoneme], num_samples: int) -> list[Phoneme]:
+    """Make phonemes contiguous over [0, num_samples / 16 kHz]: silences fill gaps, the ends snap.
+
+    Engines disagree by a few milliseconds between their timings and their
+    audio; labels need every instant covered by exactly one phoneme.
+    """
+    duration = num_samples / SAMPLE_RATE
+    out: list[Phoneme] = []
+    t = 0.0
+    for p in sorted(phonemes, key=lambda p: p.start):
+        start, end = max(p.start, t), min(p.end, duration)
+        if end - start <= 0:
+            continue
+        if start - t > MIN_GAP_S:
+            out.append(Phoneme("sil", t, start))
+        elif out:
+            out[-1].end = start
+        else:
+            start = 0.0
+        out.append(Phoneme(p.phone, start, end, p.stress))
+        t = end
+    if duration - t > MIN_GAP_S or not out:
+        out.append(Phoneme("sil", t, duration))
+    else:
+        out[-1].end = duration
+    return merge_silences(out)
+
+
+def merge_silences(phonemes: list[Phoneme]) -> list[Phoneme]:
+    """Adjacent silence phones become one `sil`."""
+    out: list[Phoneme] = []
+    for p in phonemes:
+        if p.phone in SILENCE:
+            p = Phoneme("sil", p.start, p.end, 0)
+            if out and out[-1].phone == "sil":
+                out[-1].end = p.end
+                continue
+        out.append(p)
+    return out
+
+
+def map_phone(name: str, table: dict[str, str], engine: str) -> str:
+    """An engine phone → our symbol; tries the name, then without its diacritics."""
+    if name in table:
+        return table[name]
+    stripped = re.sub(r"[^A-Za-z@0-9]", "", name)
+    for candidate in (stripped, stripped[:2], stripped[:1]):
+        if candidate in table:
+            return table[candidate]
+    raise TTSError(f"{engine}: phone {name!r} has no mapping to talkmotion phones")

@@ -1,0 +1,177 @@
+"""Post-processing: pure functions on frame values, with explicit state for streaming.
+
+Each effect is `effect(values, start, fps, options, state) -> (values, state)` where
+values is (T, C) for frames start..start+T-1. Effects never look ahead, and their
+state carries everything between chunks, so any chunking gives the same frames.
+
+Procedural blinks and gaze saccades fill in what an audio model cannot know;
+they are on by default only where the model does not predict those channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import labels
+
+BLINK_CLOSE_S = 0.06      # lids closing
+BLINK_OPEN_S = 0.12       # lids reopening (slower than closing, as in people)
+BLINK_GAP_S = (2.0, 6.0)  # seconds between blinks: people blink ~10–20 times a minute when talking
+SACCADE_GAP_S = (0.6, 2.5)
+SACCADE_RANGE = 0.25      # largest procedural eyeLook* weight
+
+
+@dataclass(frozen=True)
+class PostOptions:
+    mouth_gain: float = 1.0        # exaggerate (>1) or calm (<1) mouth and jaw around their rest
+    brow_gain: float = 1.0         # the same for brows
+    head_scale: float = 1.0        # scale head rotation
+    eye_contact: float = 0.0       # 0..1: pull gaze toward the camera
+    squint_limit: float = 1.0      # cap on eyeSquint (MediaPipe-trained models over-squint)
+    blink_symmetry: float = 0.0    # 0..1: pull left/right blinks toward their mean
+    smoothing_ms: float = 0.0      # one-pole low-pass time constant; 0 = off (adds lag when on)
+    blinks: str = "auto"           # procedural blinks: "auto" (if the model lacks them), "on", "off"
+    gaze: str = "auto"             # procedural gaze saccades: "auto", "on", "off"
+    seed: int = 0                  # procedural blinks/gaze are reproducible for a seed
+
+
+def _gain(values, names, gain):
+    if gain != 1.0:
+        idx = labels.indices(names)
+        values[:, idx] = np.clip(values[:, idx] * gain, 0.0, 1.0)
+    return values
+
+
+def shape_gains(values, start, fps, opt: PostOptions, state):
+    values = _gain(values, labels.MOUTH, opt.mouth_gain)
+    values = _gain(values, labels.BROWS, opt.brow_gain)
+    values[:, labels.HEAD_SLICE] *= opt.head_scale
+    if opt.eye_contact:
+        idx = labels.indices(labels.EYE_LOOK)
+        values[:, idx] *= 1.0 - np.clip(opt.eye_contact, 0, 1)
+    if opt.squint_limit < 1.0:
+        idx = labels.indices(labels.EYE_SQUINT)
+        values[:, idx] = np.minimum(values[:, idx], opt.squint_limit)
+    if opt.blink_symmetry:
+        idx = labels.indices(labels.EYE_BLINK)
+        mean = values[:, idx].mean(axis=1, keepdims=True)
+        values[:, idx] += (mean - values[:, idx]) * np.clip(opt.blink_symmetry, 0, 1)
+    return values, state
+
+
+def smooth(values, start, fps, opt: PostOptions, state):
+    """Causal one-pole low-pass; state = the last output row."""
+    if opt.smoothing_ms <= 0 or len(values) == 0:
+        return values, state
+    a = float(np.exp(-1000.0 / (opt.smoothing_ms * fps)))
+    last = state if state is not None else values[0]
+    out = np.empty_like(values)
+    for t in range(len(values)):
+        last = a * last + (1 - a) * values[t]
+        out[t] = last
+    return out, last
+
+
+def _events(start, count, fps, rng_state, next_frame, gap_s, make):
+    """Walk a random schedule of events over frames [start, start+count)."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = rng_state
+    events = []
+    while next_frame < start + count:
+        events.append((next_frame, make(rng)))
+        next_frame += max(1, int(rng.uniform(*gap_s) * fps))
+    return events, rng.bit_generator.state, next_frame
+
+
+def blinks(values, start, fps, opt: PostOptions, state):
+    """Add procedural blinks (both eyes, human-like timing) to eyeBlinkLeft/Right."""
+    rng_state, next_frame, recent = state
+    events, rng_state, next_frame = _events(start, len(values), fps, rng_state, next_frame, BLINK_GAP_S,
+                                            lambda rng: rng.uniform(0.85, 1.0))
+    recent = [e for e in recent + events if e[0] + (BLINK_CLOSE_S + BLINK_OPEN_S) * fps >= start]
+    t = np.arange(start, start + len(values))[:, None] / fps
+    lid = np.zeros(len(values), np.float32)
+    for onset, depth in recent:
+        dt = t[:, 0] - onset / fps
+        closing = np.clip(dt / BLINK_CLOSE_S, 0, 1)
+        opening = np.clip(1 - (dt - BLINK_CLOSE_S) / BLINK_OPEN_S, 0, 1)
+        shape = np.where(dt < BLINK_CLOSE_S, closing, opening) * (dt >= 0)
+        lid = np.maximum(lid, depth * shape)
+    idx = labels.indices(labels.EYE_BLINK)
+    values[:, idx] = np.maximum(values[:, idx], lid[:, None])
+    return values, (rng_state, next_frame, recent)
+
+
+def gaze(values, start, fps, opt: PostOptions, state):
+    """Procedural gaze: small saccades held for a while, both eyes together."""
+    rng_state, next_frame, current = state
+    events, rng_state, next_frame = _events(start, len(values), fps, rng_state, next_frame, SACCADE_GAP_S,
+                                            lambda rng: rng.uniform(-SACCADE_RANGE, SACCADE_RANGE, 2))
+    target = np.empty((len(values), 2), np.float32)
+    k = 0
+    for t in range(len(values)):
+        while k < len(events) and events[k][0] <= start + t:
+            current = events[k][1]
+            k += 1
+        target[t] = current
+    x, y = target[:, 0], target[:, 1]     # x > 0: toward the avatar's left; y > 0: up
+    put = {"eyeLookOutLeft": x, "eyeLookInRight": x, "eyeLookInLeft": -x, "eyeLookOutRight": -x,
+           "eyeLookUpLeft": y, "eyeLookUpRight": y, "eyeLookDownLeft": -y, "eyeLookDownRight": -y}
+    for name, v in put.items():
+        i = labels.index(name)
+        values[:, i] = np.maximum(values[:, i], np.clip(v, 0, 1))
+    return values, (rng_state, next_frame, current)
+
+
+class PostProcessor:
+    """Applies the effects in order and keeps their state between chunks."""
+
+    def __init__(self, options: PostOptions | None = None, predicted: set[str] | None = None):
+        self.options = options or PostOptions()
+        predicted = set(labels.CHANNELS) if predicted is None else set(predicted)
+        self.effects = [shape_gains]
+        if _wanted(self.options.blinks, not set(labels.EYE_BLINK) <= predicted):
+            self.effects.append(blinks)
+        if _wanted(self.options.gaze, not set(labels.EYE_LOOK) & predicted):
+            self.effects.append(gaze)
+        self.effects.append(smooth)
+        self.reset()
+
+    def reset(self):
+        seeds = np.random.SeedSequence(self.options.seed).spawn(2)
+        first = lambda s: np.random.default_rng(s)  # noqa: E731
+        self.state = {
+            shape_gains: None, smooth: None,
+            blinks: (first(seeds[0]).bit_generator.state, int(1.0 * 30), []),
+            gaze: (first(seeds[1]).bit_generator.state, 0, np.zeros(2, np.float32)),
+        }
+
+    def __call__(self, values: np.ndarray, start: int, fps: float) -> np.ndarray:
+        values = np.array(values, np.float32, copy=True)
+        for effect in self.effects:
+            values, self.state[effect] = effect(values, start, fps, self.options, self.state[effect])
+        return values
+
+
+def _wanted(setting: str, model_lacks_it: bool) -> bool:
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"procedural setting must be auto, on or off, not {setting!r}")
+    return setting == "on" or (setting == "auto" and model_lacks_it)
+
+
+def options_from_args(args) -> PostOptions:
+    """PostOptions from argparse fields of the same names (missing ones keep defaults)."""
+    fields = {f.name for f in dataclasses.fields(PostOptions)}
+    return PostOptions(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+
+
+def add_arguments(parser) -> None:
+    """--mouth-gain, --head-scale, ... one flag per PostOptions field."""
+    group = parser.add_argument_group("post-processing")
+    for f in dataclasses.fields(PostOptions):
+        flag = "--" + f.name.replace("_", "-")
+        group.add_argument(flag, dest=f.name, type=type(f.default), default=None,
+                           help=f"default {f.default}")
