@@ -28,6 +28,10 @@ echo "setup: installing talkmotion and its extras"
 
 .venv/bin/python -m talkmotion.assets install
 if [ -f talkmotion/web/package.json ]; then
+  if ! command -v npm >/dev/null; then  # the viewer's build needs Node.js 18+ and npm
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  fi
   (cd talkmotion/web && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; })
   if [ -f talkmotion/web/build.mjs ]; then (cd talkmotion/web && node build.mjs); fi
 fi

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import scipy.fft
 
 SAMPLE_RATE = 16_000
 FPS = 30
@@ -181,10 +182,10 @@ class MelStream:
         n = 0 if self.buffer.size < s.n_fft else (self.buffer.size - s.n_fft) // s.hop + 1
         if n == 0:
             return np.zeros((0, s.n_mels), np.float32)
-        idx = np.arange(s.n_fft)[None, :] + s.hop * np.arange(n)[:, None]
-        frames = self.buffer[idx] * self.window
-        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-        mel = np.log(np.maximum(power.astype(np.float32) @ self.bank, s.floor))
+        frames = np.lib.stride_tricks.sliding_window_view(self.buffer, s.n_fft)[:: s.hop][:n] * self.window
+        spectrum = scipy.fft.rfft(frames, axis=1, workers=1)          # complex64 for float32 input
+        power = spectrum.real ** 2 + spectrum.imag ** 2
+        mel = np.log(np.maximum(power @ self.bank, s.floor))
         self.buffer = self.buffer[n * s.hop:]
         self.frames_done += n
         return mel.astype(np.float32)

@@ -97,7 +97,10 @@ def load_model(path: str | Path | None = None, device: str = "cpu") -> TalkModel
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: weights cannot be read ({err})") from err
     state = {k: v.to(model.state_dict()[k].dtype) if k in model.state_dict() else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of the wrong shape
+        raise CheckpointError(f"{path}: weights do not match the dims in its header ({str(err)[:300]})") from err
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the dims in its header "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("talkmotion.render", "render an MP4 preview of frames (or speech) on an avatar, with the audio"),
     "avatar": ("talkmotion.avatar", "write the built-in reference avatar (.glb and VRM 1.0 .vrm)"),
     "stream": ("talkmotion.live", "animate live audio (file, mic, stdin, WebSocket) to VMC, Live Link, WebSocket"),
+    "extract": ("talkmotion.data.extract", "training clips from talking videos, labelled by MediaPipe"),
+    "imitate": ("talkmotion.imitate", "track a video's face and write it as frames (compare, or export to an avatar)"),
+    "fetch-dataset": ("talkmotion.data.fetch", "download AVSpeech / TalkingHead-1KH style lists with yt-dlp"),
     "serve": ("talkmotion.serve", "HTTP + WebSocket server with the browser viewer"),
 }
 
@@ -40,7 +43,7 @@ def _errors():
     found = [UserError, AudioError, ConfigError, ClipError, FramesFileError, FileNotFoundError]
     for mod, name in (("talkmotion.checkpoint", "CheckpointError"), ("talkmotion.assets", "AssetError"),
                       ("talkmotion.sinks.udp", "SinkError"), ("talkmotion.live", "SourceError"),
-                      ("talkmotion.gltf", "GltfError")):
+                      ("talkmotion.gltf", "GltfError"), ("talkmotion.render", "RenderError")):
         try:
             found.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):

@@ -8,7 +8,9 @@ Every run scores, on the same clips and with the same thresholds:
              the metric definitions itself),
   rules      the phoneme→viseme rule labels (talkmotion.data.visemes), when the
              clips have phonemes and the rules module is installed,
-  energy     an energy-driven jaw: per-frame loudness → jawOpen, nothing else,
+  energy     an energy-driven jaw: jawOpen = per-frame loudness (0–1, see
+             metrics.loudness) × the reference's median open-vowel opening;
+             every other channel 0,
   model / frames, when asked for.
 It writes OUT/report.json (every metric per source, per-channel tables, the
 thresholds, the targets each source meets) and OUT/eval.png (predicted and
@@ -36,7 +38,7 @@ Source = Callable[[Clip], np.ndarray]
 
 REPORT_FORMAT = "talkmotion.eval"
 REPORT_VERSION = 1
-BASELINES = ("reference", "rules", "energy")
+BASELINES = ("reference", "rules", "energy")  # names reserved for the baselines
 ENERGY_JAW_MAX = 0.5         # energy jaw at full loudness when the reference has no open vowels
 LENGTH_TOLERANCE_FRAMES = 2  # a source may be this many frames short or long (edge padding / trimming)
 FIGURE_CLIPS = 3
@@ -241,7 +243,8 @@ def report_from(clips: list[Clip], predictions: dict[str, list[np.ndarray]],
         "clips": len(clips), "seconds": round(sum(c.duration for c in clips), 3),
         "fps": clips[0].fps, "clip_ids": [c.id for c in clips],
         "thresholds": thresholds.to_json(),
-        "targets": {k: f"{op} {round(v, 3)}" for k, (op, v) in TARGETS.items()},
+        "targets": {**{k: f"{op} {round(v, 3)}" for k, (op, v) in TARGETS.items()},
+                    "beats_energy": f"better than energy on each of {', '.join(metrics.LIP_METRICS)}"},
         "sources": sources,
     }
 
@@ -271,10 +274,10 @@ def evaluate_with_predictions(clips, sources=None, baselines=True):
     thresholds = metrics.thresholds_from_reference([c.labels for c in clips], clips)
     skipped = {}
     if baselines:
-        base, skipped = baseline_sources(clips, thresholds)
-        clash = sorted(set(base) & set(sources))
+        clash = sorted(set(BASELINES) & set(sources))
         if clash:
             raise EvalError(f"source name(s) {', '.join(clash)} are taken by the baselines")
+        base, skipped = baseline_sources(clips, thresholds)
         sources = {**base, **sources}
     predictions = predict_all(clips, sources)
     report = report_from(clips, predictions, thresholds)
@@ -286,6 +289,7 @@ def evaluate_with_predictions(clips, sources=None, baselines=True):
 
 TABLE_COLUMNS = (  # (summary key, header, format)
     ("bilabial_closure", "bilabial", "{:.3f}"), ("open_closed_auc", "open/cl AUC", "{:.3f}"),
+    ("open_closed_frame_auc", "frame AUC", "{:.3f}"),
     ("rounding_auc", "round AUC", "{:.3f}"), ("silence_closure", "silence", "{:.3f}"),
     ("lag_ms", "lag ms", "{:+.0f}"), ("energy_lag_ms", "vs energy ms", "{:+.0f}"),
     ("jerk_ratio_mouth", "jerk x", "{:.2f}"), ("diversity_mouth", "div mouth", "{:.2f}"),

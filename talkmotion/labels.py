@@ -129,11 +129,16 @@ VRM_PRESETS: dict[str, dict[str, float]] = {
 }
 
 
+VRM_VOWELS = ("aa", "ih", "ou", "ee", "oh")
+
+
 def to_vrm_presets(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
     """ARKit weights (..., 52) → VRM preset weights, each (...,) in [0, 1].
 
     When both eyes blink together the shared part goes to `blink` and only the
     difference to `blinkLeft`/`blinkRight`, so an avatar never closes an eye twice.
+    The five vowels are scaled down together when they sum past 1: each is a whole
+    mouth shape on a VRM avatar, and stacked past 1 they tear the mouth apart.
     """
     blendshapes = np.asarray(blendshapes, np.float32)
     if blendshapes.shape[-1] != NUM_BLENDSHAPES:
@@ -142,6 +147,10 @@ def to_vrm_presets(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
     for preset, terms in VRM_PRESETS.items():
         total = sum(w * blendshapes[..., index(n)] for n, w in terms.items())
         out[preset] = np.clip(total, 0.0, 1.0).astype(np.float32)
+    vowel_sum = sum(out[v] for v in VRM_VOWELS)
+    vowel_scale = 1.0 / np.maximum(vowel_sum, 1.0)
+    for v in VRM_VOWELS:
+        out[v] = (out[v] * vowel_scale).astype(np.float32)
     left = blendshapes[..., index("eyeBlinkLeft")]
     right = blendshapes[..., index("eyeBlinkRight")]
     both = np.minimum(left, right)

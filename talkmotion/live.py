@@ -23,7 +23,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, check_pcm, iter_audio, pcm16_to_float
+from .audio import SAMPLE_RATE, check_pcm, iter_audio, pcm16_to_float
 from .frames import Frames
 from .sinks import Sink
 from .sinks.udp import SinkError
@@ -45,10 +45,12 @@ def decode_pcm(data: bytes, fmt: str, source: str) -> np.ndarray:
     """Raw mono PCM bytes (s16le or f32le) → float32 samples; NaN/inf refused."""
     if fmt not in PCM_FORMATS:
         raise SourceError(f"{source}: unknown PCM format {fmt!r}; use one of {', '.join(PCM_FORMATS)}")
+    width = BYTES_PER_SAMPLE[fmt]
+    if len(data) % width:
+        raise SourceError(f"{source}: {len(data)} bytes is not a whole number of {width}-byte {fmt} samples")
     if fmt == "s16le":
         return pcm16_to_float(data)
-    usable = len(data) - len(data) % BYTES_PER_SAMPLE[fmt]
-    return check_pcm(np.frombuffer(data[:usable], dtype="<f4").copy(), source)
+    return check_pcm(np.frombuffer(data, dtype="<f4").copy(), source)
 
 
 async def file_source(path: str | Path, chunk_seconds: float = CHUNK_SECONDS) -> AsyncIterator[np.ndarray]:
@@ -60,15 +62,18 @@ async def file_source(path: str | Path, chunk_seconds: float = CHUNK_SECONDS) ->
 
 async def stdin_source(fmt: str = "s16le", chunk_seconds: float = CHUNK_SECONDS, stream=None) -> AsyncIterator[np.ndarray]:
     """Raw 16 kHz mono PCM from stdin (or `stream`) until end of input."""
+    if fmt not in PCM_FORMATS:
+        raise SourceError(f"stdin: unknown PCM format {fmt!r}; use one of {', '.join(PCM_FORMATS)}")
     stream = stream if stream is not None else sys.stdin.buffer
-    size = int(chunk_seconds * SAMPLE_RATE) * BYTES_PER_SAMPLE.get(fmt, 2)
+    width = BYTES_PER_SAMPLE[fmt]
+    size = int(chunk_seconds * SAMPLE_RATE) * width
     leftover = b""
     while True:
         data = await asyncio.to_thread(stream.read, size)
         if not data:
             break
-        data = leftover + data
-        usable = len(data) - len(data) % BYTES_PER_SAMPLE.get(fmt, 2)
+        data = leftover + data  # a pipe may split a sample between reads
+        usable = len(data) - len(data) % width
         leftover = data[usable:]
         yield decode_pcm(data[:usable], fmt, "stdin")
 
@@ -162,8 +167,9 @@ class Pacer:
         self.stats = stats or StreamStats()
         self.t0: float | None = None
 
-    def start(self) -> None:
-        self.t0 = self.clock()
+    def start(self, already_heard_s: float = 0.0) -> None:
+        """Start the clock; `already_heard_s` of audio were heard before this moment."""
+        self.t0 = self.clock() - already_heard_s
 
     def due(self, index: int) -> float:
         return self.t0 + index / self.fps + self.delay_s
@@ -216,8 +222,11 @@ async def run_stream(source: AsyncIterator[np.ndarray], animator, sinks: list[Si
 
     pacer = Pacer(animator.fps, animator.latency_ms / 1000 if realtime else None, emit, clock, stats, sleep)
     samples = 0
-    pacer.start()
     async for chunk in source:
+        if pacer.t0 is None:
+            # The clock starts with the first audio: a microphone takes a while to open,
+            # and its first chunk was recorded over the chunk's length before it arrived.
+            pacer.start(chunk.size / SAMPLE_RATE)
         if realtime:
             await pacer.wait_audio(samples)
         samples += chunk.size
@@ -225,6 +234,8 @@ async def run_stream(source: AsyncIterator[np.ndarray], animator, sinks: list[Si
         frames = await asyncio.to_thread(animator.push, chunk)
         stats.compute_seconds += time.perf_counter() - started
         await pacer.send(frames)
+    if pacer.t0 is None:  # a source without audio
+        pacer.start()
     started = time.perf_counter()
     frames = animator.flush()
     stats.compute_seconds += time.perf_counter() - started

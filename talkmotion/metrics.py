@@ -24,10 +24,19 @@ Conventions and definitions (the thresholds are fixed here, so reports compare):
   core frames is at most the threshold.
 - open_closed_auc: ROC AUC separating open-vowel segments (maximum jawOpen
   over core frames) from bilabial segments (minimum jawOpen over core frames).
+  jawOpen, not aperture: rules and faces let mouthClose spread into a vowel
+  next to a closure, so aperture would punish correct coarticulation.
   Segment extremes rather than every frame, so coarticulation at segment edges
-  (which clean reference labels have too) does not count as an error.
-- rounding_auc: ROC AUC separating rounded-vowel segments from spread-vowel
-  segments by mean rounding over core frames.
+  and quiet unstressed vowels (which clean reference labels have too) do not
+  count as errors (on 80 TTS clips the rule labels score 0.9999: one /ah/ of
+  40 ms between /b/ and /m/). open_closed_frame_auc: the same over every core
+  frame, for information (the rule labels score about 0.99 on it).
+- rounding_auc: over pairs (rounded-vowel segment, spread-vowel segment) that
+  the reference orders rounded > spread by mean rounding over core frames, the
+  share the prediction orders the same way (ties count half). Pairs the
+  reference itself reverses are left out: coarticulation rightly rounds the
+  "eh" of "where" more than the weak "uh" of "book", and a model copying that
+  is right. Equal to the ROC AUC when the reference separates the classes.
 - silence_closure: share of silence frames at least SILENCE_MARGIN_S away from
   any speech phone (the lips may move into and out of speech near the edges)
   whose aperture is at most the threshold.
@@ -176,6 +185,21 @@ def roc_auc(positive, negative) -> float | None:
     return float((ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
 
 
+def paired_auc(positive, negative, positive_ref, negative_ref, block: int = 1024) -> float | None:
+    """Share of (positive i, negative j) pairs with positive_ref[i] > negative_ref[j] that the
+    predictions order the same way, ties half; (P,), (N,), (P,), (N,) → float. None without such pairs.
+    """
+    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    pos_ref, neg_ref = np.asarray(positive_ref, np.float64), np.asarray(negative_ref, np.float64)
+    agree, pairs = 0.0, 0
+    for a in range(0, pos.size, block):  # blocks keep memory bounded on large test sets
+        kept = pos_ref[a:a + block, None] > neg_ref[None, :]
+        order = np.sign(pos[a:a + block, None] - neg[None, :])
+        agree += float(((order + 1) / 2)[kept].sum())
+        pairs += int(kept.sum())
+    return agree / pairs if pairs else None
+
+
 def cross_correlation(pred: np.ndarray, ref: np.ndarray, max_lag: int = MAX_LAG_FRAMES) -> np.ndarray:
     """(2*max_lag+1,) sums of pred[t + k] * ref[t] for k = -max_lag..max_lag, on mean-removed (T,) signals."""
     pred = np.asarray(pred, np.float64) - np.mean(pred) if len(pred) else np.zeros(0)
@@ -257,8 +281,12 @@ class _Totals:
         self.silence_frames = 0
         self.open_jaw: list[float] = []
         self.closure_jaw: list[float] = []
+        self.open_frames: list[np.ndarray] = []
+        self.closure_frames: list[np.ndarray] = []
         self.rounded: list[float] = []
         self.spread: list[float] = []
+        self.rounded_ref: list[float] = []
+        self.spread_ref: list[float] = []
         self.xcorr_ref = np.zeros(2 * MAX_LAG_FRAMES + 1)
         self.xcorr_energy = np.zeros(2 * MAX_LAG_FRAMES + 1)
         self.abs_err = np.zeros(c)
@@ -272,11 +300,18 @@ class _Totals:
         valid = mask[:, _JAW]
         ph = clip.phonemes
         ap, jaw, rnd = aperture(pred), pred[:, _JAW], rounding(pred)
-        self.bilabial += [bool(ap[i].min() <= threshold) for i in segments_of(ph, BILABIAL, t, fps, valid)]
-        self.closure_jaw += [jaw[i].min() for i in segments_of(ph, BILABIAL, t, fps, valid)]
-        self.open_jaw += [jaw[i].max() for i in segments_of(ph, OPEN_VOWELS, t, fps, valid)]
-        self.rounded += [rnd[i].mean() for i in segments_of(ph, ROUNDED_VOWELS, t, fps, valid)]
-        self.spread += [rnd[i].mean() for i in segments_of(ph, SPREAD_VOWELS, t, fps, valid)]
+        closures, opens = segments_of(ph, BILABIAL, t, fps, valid), segments_of(ph, OPEN_VOWELS, t, fps, valid)
+        self.bilabial += [bool(ap[i].min() <= threshold) for i in closures]
+        self.closure_jaw += [jaw[i].min() for i in closures]
+        self.open_jaw += [jaw[i].max() for i in opens]
+        self.closure_frames += [jaw[i] for i in closures]
+        self.open_frames += [jaw[i] for i in opens]
+        ref_rnd = rounding(ref)
+        for phones, preds, refs in ((ROUNDED_VOWELS, self.rounded, self.rounded_ref),
+                                    (SPREAD_VOWELS, self.spread, self.spread_ref)):
+            for i in segments_of(ph, phones, t, fps, valid):
+                preds.append(rnd[i].mean())
+                refs.append(ref_rnd[i].mean())
         silent = silence_core(ph, t, fps, valid)
         self.silence_frames += int(silent.sum())
         self.silence_closed += int((ap[silent] <= threshold).sum())
@@ -321,7 +356,9 @@ class _Totals:
             "bilabial_segments": len(self.bilabial),
             "open_closed_auc": roc_auc(self.open_jaw, self.closure_jaw),
             "open_segments": len(self.open_jaw),
-            "rounding_auc": roc_auc(self.rounded, self.spread),
+            "open_closed_frame_auc": roc_auc(np.concatenate([np.zeros(0)] + self.open_frames),
+                                             np.concatenate([np.zeros(0)] + self.closure_frames)),
+            "rounding_auc": paired_auc(self.rounded, self.spread, self.rounded_ref, self.spread_ref),
             "rounded_segments": len(self.rounded),
             "spread_segments": len(self.spread),
             "silence_closure": _share(self.silence_closed, self.silence_frames),
@@ -390,6 +427,14 @@ def score(preds: list[np.ndarray], clips, refs: list[np.ndarray] | None = None,
 def lip_metrics(pred: np.ndarray, ref: np.ndarray, clip, thresholds: Thresholds | None = None) -> dict:
     """Summary metrics of one clip: pred and ref (T, C); clip gives phonemes, mask, audio and fps."""
     return score([pred], [clip], [ref], thresholds)["summary"]
+
+
+def summary_metrics(clips, preds: list[np.ndarray]) -> dict:
+    """Flat {metric: number} for training logs: `score` summary of preds [(T_k, C)] on clips,
+    metrics that are undefined on these clips (None) left out.
+    """
+    summary = score(list(preds), list(clips))["summary"]
+    return {k: v for k, v in summary.items() if v is not None}
 
 
 def beats(summary: dict, baseline: dict) -> dict[str, bool | None]:

@@ -86,6 +86,16 @@ class ModelDims:
         need = np.round((np.asarray(i) + 1) * SAMPLE_RATE / self.fps).astype(np.int64) + self.lookahead_samples
         return np.maximum(0, (need - self.first_feature_need) // FEATURE_HOP)
 
+    def samples_for_frame(self, i: int) -> int:
+        """Samples a stream must hold before frame i can be computed (pretrained encoders
+        work in whole blocks, so they may need a little more than `frame_need`)."""
+        need = self.frame_need(i)
+        if self.encoder == "pretrained":
+            n = self.pretrained_block
+            block_end = (self.last_feature_for_frame(i) // n + 1) * n - 1
+            need = max(need, self.feature_need(block_end))
+        return need
+
     @property
     def latency_ms(self) -> float:
         """Algorithmic latency: look-ahead plus one frame (plus a block for pretrained encoders)."""

@@ -61,3 +61,19 @@ def quaternion_matrices(q: np.ndarray) -> np.ndarray:
         np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
         np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
     ], -2)
+
+
+def quaternion_power(q: np.ndarray, share: float) -> np.ndarray:
+    """(..., 4) unit xyzw quaternions → q**share: the same axis, `share` of the angle (short way)."""
+    q = np.asarray(q, np.float64)
+    q = np.where(q[..., 3:4] < 0, -q, q)
+    half = np.arccos(np.clip(q[..., 3], -1.0, 1.0))
+    sin_half = np.sin(half)
+    axis = q[..., :3] / np.maximum(sin_half, 1e-12)[..., None]
+    axis = np.where(sin_half[..., None] > 1e-9, axis, 0.0)
+    return np.concatenate([axis * np.sin(share * half)[..., None], np.cos(share * half)[..., None]], -1)
+
+
+def quaternion_conjugate(q: np.ndarray) -> np.ndarray:
+    """(..., 4) xyzw → the inverse rotation (for unit quaternions)."""
+    return np.asarray(q, np.float64) * np.array([-1.0, -1.0, -1.0, 1.0])

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ import numpy as np
 from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
 
 from . import labels
+from .animate import animate_pcm
 from .audio import SAMPLE_RATE, AudioError
 from .frames import Frames
 from .live import PCM_FORMATS, SourceError, decode_pcm
@@ -52,14 +54,13 @@ log = logging.getLogger(__name__)
 WEB_ROOT = Path(__file__).resolve().parent / "web" / "dist"
 DEFAULT_PORT = 8080
 DEFAULT_FORMAT = "f32le"     # what a browser's Float32Array gives without conversion
-UPLOAD_CHUNK_SECONDS = 1.0   # uploads are animated in chunks like a stream (same frames)
 
 # Slider ranges for the viewer, by PostOptions field; a field not listed gets
 # 0 … max(1, 2 × its default).
 SLIDER_RANGES: dict[str, tuple[float, float, float]] = {   # (min, max, step)
     "mouth_gain": (0.0, 2.0, 0.05), "brow_gain": (0.0, 2.0, 0.05), "head_scale": (0.0, 2.0, 0.05),
     "eye_contact": (0.0, 1.0, 0.05), "squint_limit": (0.0, 1.0, 0.05), "blink_symmetry": (0.0, 1.0, 0.05),
-    "smoothing_ms": (0.0, 200.0, 5.0),
+    "smoothing_ms": (0.0, 200.0, 5.0), "seed": (0, 100, 1),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"blinks": ("auto", "on", "off"), "gaze": ("auto", "on", "off")}
 
@@ -132,25 +133,29 @@ def post_option_controls() -> list[dict]:
 
 
 def parse_options(values, where: str, live_only: bool = False) -> dict:
-    """A client's {field: value} → checked PostOptions keyword arguments."""
+    """A client's {field: value} → checked PostOptions keyword arguments.
+
+    Float fields may change mid-stream (live_only); choices and integers (the
+    procedural seed) shape a stream from its start, so only a 'start' sets them.
+    """
     if not isinstance(values, dict):
         raise Refusal(f"{where}: options must be an object of {{name: value}}")
-    fields = {f.name: f for f in dataclasses.fields(PostOptions)}
+    fields = {f.name: f.default for f in dataclasses.fields(PostOptions)}
     out = {}
     for name, value in values.items():
         if name not in fields:
             raise Refusal(f"{where}: unknown option {name!r}; options are {', '.join(fields)}")
-        default = fields[name].default
+        default = fields[name]
+        if live_only and not isinstance(default, float):
+            raise Refusal(f"{where}: option {name!r} can only be set in a 'start' message")
         if isinstance(default, str):
-            if live_only:
-                raise Refusal(f"{where}: option {name!r} can only be set in a 'start' message")
-            if value not in CHOICES.get(name, (default,)):
-                raise Refusal(f"{where}: option {name!r} must be one of {', '.join(CHOICES.get(name, (default,)))}")
-        elif isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, bool) \
-                and isinstance(value, int):
-            if live_only:
-                raise Refusal(f"{where}: option {name!r} can only be set in a 'start' message")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            choices = CHOICES.get(name, (default,))
+            if value not in choices:
+                raise Refusal(f"{where}: option {name!r} must be one of {', '.join(choices)}, not {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise Refusal(f"{where}: option {name!r} must be an integer, not {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise Refusal(f"{where}: option {name!r} must be a finite number, not {value!r}")
         else:
             value = float(value)
@@ -260,6 +265,7 @@ class TalkServer:
         app = web.Application(client_max_size=self.limits.max_upload_bytes + 2**16,
                               middlewares=[self._refusals, self._origin_check])
         app.router.add_get("/", self.index)
+        app.router.add_get("/favicon.ico", self.favicon)
         app.router.add_get("/static/{tail:.*}", self.static)
         app.router.add_get("/avatar/reference.{ext}", self.avatar)
         app.router.add_get("/api/info", self.info)
@@ -299,6 +305,9 @@ class TalkServer:
                           "scripts/setup.sh, or `npm ci && node build.mjs` in talkmotion/web", status=503)
         return web.FileResponse(self.web_root / "index.html")
 
+    async def favicon(self, request):
+        return web.Response(status=204)  # no icon; saves browsers a logged 404
+
     async def static(self, request):
         return web.FileResponse(safe_static_path(self.web_root, request.match_info["tail"]))
 
@@ -330,17 +339,8 @@ class TalkServer:
             if pcm.size > self.limits.max_session_seconds * SAMPLE_RATE:
                 raise Refusal(f"{name}: {pcm.size / SAMPLE_RATE:.0f} s of audio is over the limit of "
                               f"{self.limits.max_session_seconds:g} s", status=413)
-            frames = await self.compute(self._animate_pcm, pcm, PostOptions(**options))
+            frames = await self.compute(animate_pcm, self.model, pcm, PostOptions(**options))
         return web.json_response(frames.to_json())
-
-    def _animate_pcm(self, pcm: np.ndarray, options: PostOptions) -> Frames:
-        from .stream import stream_frames
-
-        step = int(UPLOAD_CHUNK_SECONDS * SAMPLE_RATE)
-        chunks = (pcm[i:i + step] for i in range(0, pcm.size, step))
-        frames = Frames.concat(list(stream_frames(self.model, chunks, options)))
-        frames.duration = pcm.size / SAMPLE_RATE
-        return frames
 
     async def _read_upload(self, request) -> tuple[bytes, str, dict]:
         limit = self.limits.max_upload_bytes

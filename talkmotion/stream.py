@@ -169,7 +169,7 @@ class Animator:
     def flush(self) -> Frames:
         """End of stream: pad silence for the look-ahead, emit the remaining frames, reset."""
         total = num_frames(self.samples, self.fps)
-        need = self.dims.frame_need(total - 1) if total else 0
+        need = self.dims.samples_for_frame(total - 1) if total else 0
         pad = np.zeros(max(0, need - self.padded), np.float32)
         frames = self._advance(pad, limit=total)
         self.reset()

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from . import labels
 from .checkpoint import load_model, save_model
 from .config import ConfigError, load as load_config, to_dict
-from .data.dataset import ClipSet, DataConfig, whole_clip_batch
+from .data.dataset import ClipSet, DataConfig, StepBatches, whole_clip_batch
 from .files import atomic_path, write_json
 from .model import ModelDims, TalkModel, shift_previous
 
@@ -229,9 +229,18 @@ class Trainer:
             return torch.autocast("cuda" if on_cuda else "cpu", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
-    def train_step(self) -> float:
+    def batches(self, last: int):
+        """Batches for steps self.step .. last-1, prepared ahead by loader workers."""
         cfg = self.cfg
-        batch = self.train_set.batch(self.step, self.rank, cfg.optim.batch_size, self.model.dims, cfg.seed)
+        steps = StepBatches(self.train_set, self.step, last, self.rank, cfg.optim.batch_size, self.model.dims,
+                            cfg.seed)
+        workers = cfg.data.workers
+        return iter(torch.utils.data.DataLoader(steps, batch_size=None, num_workers=workers,
+                                                prefetch_factor=4 if workers else None,
+                                                persistent_workers=False))
+
+    def train_step(self, batch) -> float:
+        cfg = self.cfg
         for group in self.optim.param_groups:
             group["lr"] = self.lr_at(self.step)
         loss = self.loss_on(batch, teacher_forcing(self.step, cfg.sampling))
@@ -326,7 +335,8 @@ class Trainer:
                 "sources": [s.path for s in self.cfg.data.sources], "world_size": self.world}
 
     # --- run ---
-    def fit(self) -> dict:
+    def fit(self, until: int | None = None) -> dict:
+        """Train to `optim.steps` (or stop early at step `until`, as a killed run would)."""
         cfg = self.cfg
         if self.load_state() and self.rank == 0:
             print(f"train: resumed {self.out} at step {self.step}")
@@ -337,8 +347,9 @@ class Trainer:
         bar = _progress(self.step, cfg.optim.steps, self.rank)
         last = {}
         t0, running = time.time(), []
-        while self.step < cfg.optim.steps:
-            running.append(self.train_step())
+        last_step = min(cfg.optim.steps, until or cfg.optim.steps)
+        for batch in self.batches(last_step):
+            running.append(self.train_step(batch))
             bar.update(1)
             if self.rank != 0:
                 continue

@@ -25,9 +25,10 @@ from ..files import write_bytes, write_text
 from ..gltf import GltfError
 
 AVATAR_DIR = Path(__file__).resolve().parent.parent / "assets" / "avatar"
+USER_CACHE_DIR = Path.home() / ".cache" / "talkmotion" / "avatar"
 REFERENCE_NAME = "talkmotion_head"
 # Bump when the generator changes: cached files with another version are rebuilt.
-REFERENCE_VERSION = "1"
+REFERENCE_VERSION = "3"
 VERSION_FILE = "VERSION"
 
 
@@ -47,8 +48,20 @@ def write_reference_avatar(directory: str | Path) -> tuple[Path, Path]:
 
 
 def reference_avatar_paths(directory: str | Path | None = None) -> tuple[Path, Path]:
-    """(glb path, vrm path) of the reference avatar, building them into the cache if missing or stale."""
-    directory = Path(directory) if directory else AVATAR_DIR
+    """(glb path, vrm path) of the reference avatar, building them into the cache if missing or stale.
+
+    The cache is talkmotion/assets/avatar/, or ~/.cache/talkmotion/avatar/ when the
+    package folder is read-only (an installed wheel).
+    """
+    if directory is None:
+        try:
+            return _cached_reference(AVATAR_DIR)
+        except PermissionError:
+            return _cached_reference(USER_CACHE_DIR)
+    return _cached_reference(Path(directory))
+
+
+def _cached_reference(directory: Path) -> tuple[Path, Path]:
     glb, vrm = directory / f"{REFERENCE_NAME}.glb", directory / f"{REFERENCE_NAME}.vrm"
     stamp = directory / VERSION_FILE
     current = stamp.exists() and stamp.read_text(encoding="utf-8").strip() == REFERENCE_VERSION

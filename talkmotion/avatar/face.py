@@ -28,13 +28,14 @@ MOUTH_ROW = 42                        # the grid row the mouth opens along (v �
 MOUTH_HALF_WIDTH = 0.024
 JAW_TAPER = 0.22                      # the jaw is this much narrower than the skull at the chin
 EYE_OFFSET = np.array([0.031, 0.014])  # (±x, y) of the eye centres from the head centre
-EYE_RADIUS = 0.0125
+EYE_RADIUS = 0.0135
 EYE_SINK = 0.005                      # eyeball centre behind the (indented) skin
-LID_RADIUS = 0.0135
-UPPER_LID_OPEN = np.radians(20.0)     # elevation of the upper lid's edge, eye open
-UPPER_LID_CLOSED = np.radians(-22.0)  # ... when blinking (overlaps the lower lid)
-LOWER_LID_EDGE = np.radians(-26.0)
+LID_RADIUS = 0.0145
+UPPER_LID_OPEN = np.radians(27.0)     # elevation of the upper lid's edge, eye open
+UPPER_LID_CLOSED = np.radians(-28.0)  # ... when blinking (overlaps the lower lid)
+LOWER_LID_EDGE = np.radians(-32.0)
 LID_SPAN = np.radians(75.0)           # lids cover ±this azimuth around the eye
+LID_REACH = np.radians(80.0)          # ... and up/down to this elevation (not the pole: no degenerate triangles)
 
 # --- motion amounts -------------------------------------------------------------
 JAW_OPEN_DEG = 14.0
@@ -200,7 +201,7 @@ def _lids(center: np.ndarray):
     """Upper and lower lid shells; returns positions, colours, triangles, elevation, azimuth, is_upper."""
     azimuths = np.linspace(-LID_SPAN, LID_SPAN, 15)
     parts = []
-    for upper, (lo, hi) in ((True, (UPPER_LID_OPEN, np.pi / 2)), (False, (-np.pi / 2, LOWER_LID_EDGE))):
+    for upper, (lo, hi) in ((True, (UPPER_LID_OPEN, LID_REACH)), (False, (-LID_REACH, LOWER_LID_EDGE))):
         pos, e, a, tris = _shell(center, np.linspace(lo, hi, 9), azimuths, LID_RADIUS)
         colors = np.tile(np.asarray(SKIN) * 0.93, (len(pos), 1))
         edge = UPPER_LID_OPEN if upper else LOWER_LID_EDGE
@@ -213,7 +214,7 @@ def _cavity(mouth_y: float, mouth_z: float):
     center = np.array([0.0, mouth_y - 0.004, mouth_z - 0.020])
     pos, dirs, tris, _ = ellipsoid_grid(center, (0.024, 0.014, 0.012), 12, 20)
     colors = np.tile(CAVITY, (len(pos), 1))
-    teeth = (np.abs(dirs[:, 1]) > 0.12) & (np.abs(dirs[:, 1]) < 0.55) & (dirs[:, 2] > 0.45)
+    teeth = (np.abs(dirs[:, 1]) > 0.3) & (np.abs(dirs[:, 1]) < 0.6) & (dirs[:, 2] > 0.6)
     colors[teeth] = TEETH
     return pos, colors, outward_triangles(pos, tris, center), dirs
 
@@ -316,7 +317,8 @@ def build_head() -> MeshPart:
         m[f"mouthFrown{name}"] = vec(corner(s), (s * 0.001, -0.006, 0))
         m[f"mouthDimple{name}"] = vec(corner(s), (s * 0.003, 0, -0.003))
         m[f"mouthStretch{name}"] = vec(corner(s, 0.011, 0.009), (s * 0.007, -0.002, -0.001))
-        m[f"mouthPress{name}"] = vec(side * lips_upper, (0, -0.0015, -0.001)) + vec(side * lips_lower, (0, 0.0015, -0.001))
+        m[f"mouthPress{name}"] = (vec(side * lips_upper, (0, -0.0015, -0.001))
+                                  + vec(side * lips_lower, (0, 0.0015, -0.001)))
         m[f"mouthLowerDown{name}"] = vec(side * lips_lower, (0, -0.006, 0.001))
         m[f"mouthUpperUp{name}"] = vec(side * lips_upper, (0, 0.005, 0.001))
         m[f"noseSneer{name}"] = vec(region(s * 0.008, -0.02, 0.007, 0.01), (s * 0.001, 0.004, 0))
@@ -332,14 +334,15 @@ def build_head() -> MeshPart:
     m["mouthShrugUpper"] = vec(lips_upper, (0, 0.003, 0.001))
     tongue_w = np.zeros(n)
     tongue_w[tongue] = 1.0
-    m["tongueOut"] = vec(tongue_w, (0, -0.006, 0.025))
+    m["tongueOut"] = vec(tongue_w, (0, 0.002, 0.022))
 
     for side, center, sign in (("Left", eye_l, 1), ("Right", eye_r, -1)):
         ball = np.zeros(n)
         ball[eyes[side]] = 1.0
         look = {"Up": (np.array([1.0, 0, 0]), -EYE_LOOK_DEG), "Down": (np.array([1.0, 0, 0]), EYE_LOOK_DEG),
                 # Out turns the eye away from the nose: toward +X for the left eye, -X for the right.
-                "Out": (np.array([0, 1.0, 0]), sign * EYE_LOOK_DEG), "In": (np.array([0, 1.0, 0]), -sign * EYE_LOOK_DEG)}
+                "Out": (np.array([0, 1.0, 0]), sign * EYE_LOOK_DEG),
+                "In": (np.array([0, 1.0, 0]), -sign * EYE_LOOK_DEG)}
         for direction, (axis, degrees) in look.items():
             m[f"eyeLook{direction}{side}"] = ball[:, None] * rotate_about(positions, center, axis, degrees)
         blink, wide, squint = (np.zeros((n, 3)) for _ in range(3))
@@ -348,12 +351,12 @@ def build_head() -> MeshPart:
                 return center + LID_RADIUS * np.stack([np.cos(new_e) * np.sin(a), np.sin(new_e),
                                                        np.cos(new_e) * np.cos(a)], -1) - positions[sl]
             if is_upper[0]:
-                reach = (np.pi / 2 - e) / (np.pi / 2 - UPPER_LID_OPEN)  # 1 at the edge, 0 at the top
+                reach = (LID_REACH - e) / (LID_REACH - UPPER_LID_OPEN)  # 1 at the edge, 0 at the top
                 blink[sl] = moved(e - reach * (UPPER_LID_OPEN - UPPER_LID_CLOSED))
                 wide[sl] = moved(e + reach * LID_WIDE_RAD)
                 squint[sl] = moved(e - reach * LID_SQUINT_RAD * 0.35)
             else:
-                reach = (e + np.pi / 2) / (LOWER_LID_EDGE + np.pi / 2)
+                reach = (e + LID_REACH) / (LOWER_LID_EDGE + LID_REACH)
                 squint[sl] = moved(e + reach * LID_SQUINT_RAD)
         m[f"eyeBlink{side}"], m[f"eyeWide{side}"], m[f"eyeSquint{side}"] = blink, wide, squint
 

@@ -15,7 +15,8 @@ Blender and UniVRM read), in `labels.BLENDSHAPES` order.
 The .vrm adds `VRMC_vrm` 1.0: meta, humanoid bones, and expressions — the
 presets (aa ih ou ee oh, blink*, look*, emotions) bound to combinations of the
 ARKit targets (`PRESET_BINDS`), and one custom expression per ARKit name bound
-to its own target (perfect sync).
+to its own target (perfect sync), which blocks the presets of its part while on
+(`perfect_sync_overrides`), so players driving both never move a morph twice.
 """
 
 from __future__ import annotations
@@ -146,14 +147,32 @@ def build_gltf(vrm: bool) -> Gltf:
     return g
 
 
+def perfect_sync_overrides(name: str) -> dict[str, str]:
+    """While a perfect-sync expression is on, it blocks the presets that move the same part.
+
+    A player that drives both the presets and the ARKit customs (a .vrma written with
+    both) then moves each morph once: VRM 1.0 zeroes the mouth presets (aa ih ou ee oh)
+    while any mouth custom is above 0, the blink presets for lid customs, the look
+    presets for gaze customs.
+    """
+    if name.startswith("eyeLook"):
+        return {"overrideLookAt": "block"}
+    if name.startswith(("eyeBlink", "eyeSquint", "eyeWide")):
+        return {"overrideBlink": "block"}
+    if name in labels.MOUTH:
+        return {"overrideMouth": "block"}
+    return {}
+
+
 def vrm_extension(index: dict[str, int]) -> dict:
     """VRMC_vrm 1.0: meta, humanoid (bone → node), expressions (presets + perfect-sync customs)."""
     face = index[FACE_NODE]
     target = {name: i for i, name in enumerate(labels.BLENDSHAPES)}
 
-    def expression(binds: dict[str, float]) -> dict:
+    def expression(binds: dict[str, float], overrides: dict[str, str] | None = None) -> dict:
         return {"morphTargetBinds": [{"node": face, "index": target[n], "weight": w} for n, w in binds.items()],
-                "isBinary": False, "overrideBlink": "none", "overrideLookAt": "none", "overrideMouth": "none"}
+                "isBinary": False, "overrideBlink": "none", "overrideLookAt": "none", "overrideMouth": "none",
+                **(overrides or {})}
 
     return {
         "specVersion": VRM_SPEC_VERSION,
@@ -167,6 +186,6 @@ def vrm_extension(index: dict[str, int]) -> dict:
         "lookAt": LOOK_AT,
         "expressions": {
             "preset": {preset: expression(binds) for preset, binds in PRESET_BINDS.items()},
-            "custom": {name: expression({name: 1.0}) for name in labels.BLENDSHAPES},
+            "custom": {name: expression({name: 1.0}, perfect_sync_overrides(name)) for name in labels.BLENDSHAPES},
         },
     }

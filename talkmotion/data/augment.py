@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter, resample_poly
+from scipy.signal import fftconvolve, lfilter, resample_poly
 
 from ..audio import SAMPLE_RATE, num_frames
 
@@ -66,8 +66,9 @@ def reverb(audio, rng, rt60: float):
     t = np.arange(n) / SAMPLE_RATE
     ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
     ir[0] = 1.0 + abs(ir[0])
-    wet = np.convolve(audio, ir)[: audio.size]
-    return (wet * (np.std(audio) + 1e-8) / (np.std(wet) + 1e-8)).astype(np.float32)
+    wet = fftconvolve(audio, ir.astype(np.float32))[: audio.size]
+    rms = lambda x: np.sqrt(np.mean(np.square(x)))  # noqa: E731
+    return (wet * (rms(audio) + 1e-8) / (rms(wet) + 1e-8)).astype(np.float32)
 
 
 def shelf_eq(audio, rng, db: float):

@@ -33,6 +33,7 @@ class DataConfig:
     val_split: str = "val"
     max_val_clips: int = 64
     ignore_channels: tuple[str, ...] = ("eyeBlinkLeft", "eyeBlinkRight")  # left to procedural blinks
+    workers: int = 1                    # processes preparing batches ahead (0 = in the training process)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -90,6 +91,22 @@ class ClipSet:
         return crop(audio, lab, msk, rng, dims, self.cfg.crop_seconds)
 
 
+class StepBatches(torch.utils.data.IterableDataset):
+    """Batches for steps [first, last) in order; with several loader workers, worker k
+    makes the steps with step % workers == k and the loader interleaves them back in order."""
+
+    def __init__(self, clips: ClipSet, first: int, last: int, rank: int, size: int, dims: ModelDims, seed: int):
+        super().__init__()
+        self.clips, self.first, self.last = clips, first, last
+        self.rank, self.size, self.dims, self.seed = rank, size, dims, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        k, n = (info.id, info.num_workers) if info else (0, 1)
+        for step in range(self.first + k, self.last, n):
+            yield self.clips.batch(step, self.rank, self.size, self.dims, self.seed)
+
+
 def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float):
     """A crop of `seconds` starting on a random frame, with the audio its last frame needs.
 
@@ -104,7 +121,7 @@ def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float):
         lab = np.concatenate([lab, np.zeros((pad, lab.shape[1]), np.float32)])
         msk = np.concatenate([msk, np.zeros((pad, msk.shape[1]), bool)])
     s0 = frame_to_sample(f0, dims.fps)
-    need = dims.frame_need(t - 1)
+    need = dims.samples_for_frame(t - 1)
     segment = audio[s0:s0 + need]
     segment = np.concatenate([segment, np.zeros(need - segment.size, np.float32)])
     return segment, lab, msk
@@ -124,6 +141,6 @@ def collate(items):
 def whole_clip_batch(clip: Clip, dims: ModelDims):
     """One clip, all of it, padded for its last frame's look-ahead (validation)."""
     t = num_frames(clip.audio.size, dims.fps)
-    need = dims.frame_need(t - 1)
+    need = dims.samples_for_frame(t - 1)
     audio = np.concatenate([clip.audio, np.zeros(max(0, need - clip.audio.size), np.float32)])[:need]
     return collate([(audio, clip.labels, clip.mask)])

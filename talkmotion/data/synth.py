@@ -55,7 +55,7 @@ LEAD_SILENCE_S = (0.1, 0.5)
 TAIL_SILENCE_S = (0.1, 0.4)
 
 MANIFEST_SAVE_EVERY_S = 2.0
-WORKER_POLL_S = 0.2
+WORKER_POLL_S = 0.05
 
 
 class SynthError(UserError):
@@ -256,7 +256,15 @@ def _stage(audio: np.ndarray, phonemes, spec: ClipSpec):
 # --- workers ----------------------------------------------------------------------
 
 def _worker_main(conn, root: str, timeout: float) -> None:
-    """Worker process: make clips sent by the parent until it sends None."""
+    """Worker process: make clips sent by the parent until it sends None.
+
+    Heavy imports happen before "ready", so no clip's timeout pays for them.
+    """
+    from . import visemes, tts_espeak, tts_festival  # noqa: F401 - warm-up imports
+    from safetensors.numpy import save_file  # noqa: F401
+    import scipy.signal  # noqa: F401
+
+    conn.send(("ready", None))
     while True:
         spec = conn.recv()
         if spec is None:
@@ -276,6 +284,7 @@ class _Worker:
         child.close()
         self.spec: ClipSpec | None = None
         self.started = 0.0
+        self.ready = False
 
     def give(self, spec: ClipSpec) -> None:
         self.spec, self.started = spec, time.monotonic()
@@ -329,11 +338,14 @@ def build(root: Path, specs: list[ClipSpec], workers: int, timeout: float, info:
     try:
         while queue or any(w.spec for w in pool):
             for w in pool:
-                if w.spec is None and queue:
+                if w.ready and w.spec is None and queue:
                     w.give(queue.pop())
-            busy = [w for w in pool if w.spec]
+            busy = [w for w in pool if w.spec or not w.ready]
             ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=WORKER_POLL_S)
             for i, w in enumerate(pool):
+                if not w.ready:
+                    _start_up(w, ready)
+                    continue
                 if w.spec is None:
                     continue
                 outcome = _collect(w, ready, timeout)
@@ -356,6 +368,17 @@ def build(root: Path, specs: list[ClipSpec], workers: int, timeout: float, info:
         manifest.save()
     report.seconds = time.monotonic() - start
     return report
+
+
+def _start_up(w: _Worker, ready) -> None:
+    """Mark a worker ready once it says so."""
+    if w.conn in ready:
+        try:
+            w.ready = w.conn.recv()[0] == "ready"
+        except (EOFError, OSError):
+            pass
+    if not w.ready and not w.process.is_alive():
+        raise SynthError(f"a corpus worker failed to start (exit code {w.process.exitcode})")
 
 
 def _collect(w: _Worker, ready, timeout: float):

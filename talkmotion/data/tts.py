@@ -31,6 +31,8 @@ ENGINES: dict[str, str] = {
 # A clip's phonemes must cover its audio; gaps shorter than this are closed by
 # stretching the neighbour instead of inserting a silence.
 MIN_GAP_S = 0.005
+# Longest text one clip takes (about 40 s of speech); longer belongs in several clips.
+MAX_TEXT_CHARS = 600
 
 
 class TTSError(ValueError):
@@ -61,10 +63,14 @@ def check_text(text: str) -> str:
     """Text an English voice can speak, or TTSError saying why not.
 
     Accents are folded (café → cafe); other non-ASCII characters, empty text and
-    text without a single word of letters (only digits or punctuation) are refused.
+    text without a single word of letters (only digits or punctuation) and text
+    longer than MAX_TEXT_CHARS are refused.
     """
     if not isinstance(text, str) or not text.strip():
         raise TTSError("empty text: nothing to speak")
+    if len(text) > MAX_TEXT_CHARS:
+        raise TTSError(f"text {text[:40]!r}... is {len(text)} characters long; one clip takes at most "
+                       f"{MAX_TEXT_CHARS}")
     folded = unicodedata.normalize("NFKD", text)
     folded = "".join(c for c in folded if not unicodedata.combining(c))
     folded = folded.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')

@@ -16,6 +16,9 @@ from ..frames import Frames
 FILE_FORMATS: dict[str, tuple[str, str]] = {
     "json": ("talkmotion.sinks.json_file", "JsonSink"),
     "csv": ("talkmotion.sinks.csv_file", "CsvSink"),
+    "livelink": ("talkmotion.sinks.livelink_csv", "LiveLinkCsvSink"),
+    "vrma": ("talkmotion.sinks.vrma", "VrmaSink"),
+    "glb": ("talkmotion.sinks.gltf_anim", "GltfAnimationSink"),
 }
 
 
@@ -38,7 +41,7 @@ class Sink:
 class FileSink(Sink):
     """Gathers frames; `save(frames)` writes the file once, on close."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, **_unused_options):  # options other formats take (avatar=...)
         self.path = Path(path)
         self.parts: list[Frames] = []
 
@@ -64,13 +67,19 @@ class FileSink(Sink):
 
 
 def file_format(path: str | Path, fmt: str | None = None) -> str:
+    if fmt is None and str(path).lower().endswith(".livelink.csv"):  # Live Link Face CSV by its name
+        fmt = "livelink"
     fmt = (fmt or Path(path).suffix.lstrip(".")).lower()
     if fmt not in FILE_FORMATS:
         raise ValueError(f"{path}: unknown output format {fmt!r}; known formats: {', '.join(FILE_FORMATS)}")
     return fmt
 
 
-def file_sink(path: str | Path, fmt: str | None = None) -> FileSink:
-    """The sink that writes `path`, chosen by `fmt` or the file's extension."""
+def file_sink(path: str | Path, fmt: str | None = None, **options) -> FileSink:
+    """The sink that writes `path`, chosen by `fmt` or the file's extension.
+
+    options go to the sink's constructor (e.g. `avatar=` for glb, the avatar to animate);
+    a format that takes no such option ignores it, so one set of options serves every output.
+    """
     module, cls = FILE_FORMATS[file_format(path, fmt)]
-    return getattr(importlib.import_module(module), cls)(path)
+    return getattr(importlib.import_module(module), cls)(path, **options)

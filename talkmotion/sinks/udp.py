@@ -19,8 +19,11 @@ class SinkError(ValueError):
     """A live output that cannot be opened or written; the message names it and the cause."""
 
 
-def parse_address(text: str, default_port: int, what: str) -> tuple[str, int]:
-    """'HOST:PORT', 'HOST', ':PORT' or '[v6]:PORT' → (host, port); host defaults to 127.0.0.1."""
+def parse_address(text: str, default_port: int, what: str, listen: bool = False) -> tuple[str, int]:
+    """'HOST:PORT', 'HOST', ':PORT' or '[v6]:PORT' → (host, port); host defaults to 127.0.0.1.
+
+    listen: the address is one to listen on, where port 0 means "any free port".
+    """
     text = text.strip()
     host, port_text = text, ""
     if text.startswith("["):  # [IPv6]:port
@@ -40,8 +43,9 @@ def parse_address(text: str, default_port: int, what: str) -> tuple[str, int]:
         port = int(port_text)
     except ValueError:
         raise SinkError(f"{what} address {text!r}: port {port_text!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise SinkError(f"{what} address {text!r}: port {port} is outside 1-65535")
+    lowest = 0 if listen else 1
+    if not lowest <= port < 65536:
+        raise SinkError(f"{what} address {text!r}: port {port} is outside {lowest}-65535")
     return host, port
 
 

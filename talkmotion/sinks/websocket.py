@@ -69,7 +69,7 @@ class WebSocketBroadcastSink(Sink):
     """
 
     def __init__(self, address: str = f"127.0.0.1:{DEFAULT_PORT}"):
-        self.host, self.port = parse_address(address, DEFAULT_PORT, "WebSocket")
+        self.host, self.port = parse_address(address, DEFAULT_PORT, "WebSocket", listen=True)
         self.clients: dict[object, asyncio.Queue] = {}
         self.runner = None
         self.hello = ""
@@ -92,7 +92,7 @@ class WebSocketBroadcastSink(Sink):
             await self.runner.cleanup()
             raise SinkError(f"WebSocket {self.host}:{self.port}: cannot listen ({err.strerror})") from None
         if self.port == 0:  # an ephemeral port was asked for: report the real one
-            self.port = site._server.sockets[0].getsockname()[1]
+            self.port = self.runner.addresses[0][1]
 
     async def _client(self, request):
         from aiohttp import web

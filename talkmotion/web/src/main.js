@@ -14,6 +14,7 @@ import { FrameTrack, Session } from "./session.js";
 
 const SAMPLE_RATE = 16000;
 const FILE_CHUNK_SECONDS = 1.0; // upload chunk: few messages, each far under the size limit
+const MIC_BLOCK_S = 0.1;        // the worklet's block (pcm-worklet.js): frames wait for a whole block
 const MIC_JITTER_S = 0.08;      // extra delay that absorbs network and scheduling jitter
 const DEBUG_SAMPLES = 2000;     // (audio time, mouth) samples kept for tests
 
@@ -22,6 +23,7 @@ const debug = {
   ready: false, error: null, mode: "idle", avatar: null, framesReceived: 0, lastIndex: -1,
   audioTime: 0, ended: false, samples: [],
   mouth: () => (rig ? rig.mouthInfluence() : 0),
+  frame: (index) => track.values[index] || null,   // a received frame row, by index
   influences: () => (rig ? rig.influences() : {}),
 };
 window.talkmotionDebug = debug;
@@ -46,7 +48,7 @@ scene.add(new THREE.AmbientLight(0xffffff, 0.6));
 const sun = new THREE.DirectionalLight(0xffffff, 1.6);
 sun.position.set(0.5, 1.5, 2);
 scene.add(sun);
-const clock = new THREE.Clock();
+let lastTick = performance.now();
 
 function resize() {
   const { clientWidth: w, clientHeight: h } = canvas;
@@ -171,17 +173,24 @@ async function startMic() {
   const collector = new AudioWorkletNode(ctx, "pcm-collector");
   track.clear();
   s.start(options);
-  collector.port.onmessage = (event) => s.sendPcm(new Float32Array(event.data));
-  input.connect(collector);
-  const delay = (s.hello.latency_ms / 1000) + MIC_JITTER_S;
+  // The mic clock starts with the first block, not with the context: getUserMedia and
+  // the worklet take a while, and frames are timed from the first sample sent.
+  const delay = (s.hello.latency_ms / 1000) + MIC_BLOCK_S + MIC_JITTER_S;
   playback = {
-    mode: "mic", ctx, start: ctx.currentTime + delay,
+    mode: "mic", ctx, start: Infinity,
     stop: () => {
       stream.getTracks().forEach((t) => t.stop());
       ctx.close();
       s.end();
     },
   };
+  const mic = playback;
+  collector.port.onmessage = (event) => {
+    const block = new Float32Array(event.data);
+    if (mic.start === Infinity) mic.start = ctx.currentTime - block.length / SAMPLE_RATE + delay;
+    s.sendPcm(block);
+  };
+  input.connect(collector);
   debug.mode = "mic";
   status("listening…");
 }
@@ -248,11 +257,13 @@ function currentIndex() {
 
 function tick() {
   requestAnimationFrame(tick);
-  const dt = clock.getDelta();
+  const now = performance.now();
+  const dt = (now - lastTick) / 1000;
+  lastTick = now;
   resize();
   if (rig) {
     const index = currentIndex();
-    const frame = index >= 0 ? track.at(index) : null;
+    const frame = index >= 0 ? track.at(index, info.fps) : null;
     if (frame && frame.index !== debug.lastIndex) {
       rig.apply(frame.values, frame.presets);
       curves.push(frame.values);
@@ -260,7 +271,7 @@ function tick() {
     }
     rig.update(dt);
     if (playback && playback.mode === "file") {
-      debug.samples.push([debug.audioTime, rig.mouthInfluence()]);
+      debug.samples.push([debug.audioTime, rig.mouthInfluence(), debug.lastIndex]);
       if (debug.samples.length > DEBUG_SAMPLES) debug.samples.shift();
     }
   }

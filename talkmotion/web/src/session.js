@@ -20,9 +20,9 @@ export class FrameTrack {
     this.count = Math.max(this.count, msg.start + msg.values.length);
   }
 
-  /** The newest frame at or before `index` (null before the first). */
-  at(index) {
-    for (let i = Math.min(index, this.count - 1); i >= 0 && i > index - 8; i--) {
+  /** The newest frame at or before `index` within the last second (null if none). */
+  at(index, fps = 30) {
+    for (let i = Math.min(index, this.count - 1); i >= 0 && i > index - fps; i--) {
       if (this.values[i]) return { index: i, values: this.values[i], presets: this.presets[i] };
     }
     return null;

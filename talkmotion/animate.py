@@ -1,0 +1,177 @@
+"""Offline animation: a loop of `Animator.push`, so offline and streaming agree exactly.
+
+    talkmotion animate speech.wav -o speech.json -o speech.csv
+    talkmotion animate a.wav b.mp3 clip.mp4 -o out/          # one file per input
+    arecord -f S16_LE -r 16000 | talkmotion animate - --sample-rate 16000 -o -
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, SUPPORTED_FPS, AudioError, iter_audio, pcm16_to_float, resample
+from .frames import Frames
+from .postprocess import PostOptions
+from .stream import Animator
+
+PROGRESS_MIN_SECONDS = 30.0   # show a progress bar for inputs longer than this
+STDIN_BLOCK = 32_000          # bytes read from stdin at a time (1 s of 16 kHz 16-bit mono)
+
+
+def animate_chunks(model, chunks, options: PostOptions | None = None, runtime=None, progress=None) -> Frames:
+    """Frames for an iterable of 16 kHz float chunks (the whole stream, flushed)."""
+    animator = Animator(model, options, runtime)
+    parts, samples = [], 0
+    for chunk in chunks:
+        samples += chunk.size
+        parts.append(animator.push(chunk).values)
+        if progress is not None:
+            progress.update(chunk.size / SAMPLE_RATE)
+    parts.append(animator.flush().values)
+    values = np.concatenate(parts) if parts else np.zeros((0, model.dims.n_channels), np.float32)
+    return Frames(values, fps=animator.fps, latency_ms=animator.latency_ms, model=animator.name,
+                  duration=samples / SAMPLE_RATE)
+
+
+def animate_pcm(model, pcm: np.ndarray, options: PostOptions | None = None, runtime=None) -> Frames:
+    """Whole 16 kHz mono float signal → Frames."""
+    return animate_chunks(model, [np.asarray(pcm, np.float32)], options, runtime)
+
+
+def animate_file(model, path, options: PostOptions | None = None, runtime=None, progress: bool = False) -> Frames:
+    """Audio or video file → Frames, decoded and animated in a stream (constant memory)."""
+    bar = _progress_bar(path) if progress else None
+    try:
+        frames = animate_chunks(model, iter_audio(path, chunk_seconds=1.0), options, runtime, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if frames.seconds == 0:
+        raise AudioError(f"{path}: contains no audio samples")
+    return frames
+
+
+def stdin_chunks(sample_rate: int, channels: int, stream=None):
+    """Raw little-endian 16-bit PCM from stdin, resampled to 16 kHz."""
+    stream = stream or sys.stdin.buffer
+    leftover = b""
+    while True:
+        block = stream.read(STDIN_BLOCK)
+        if not block:
+            break
+        data = leftover + block
+        usable = len(data) - len(data) % (2 * channels)
+        leftover = data[usable:]
+        yield resample(pcm16_to_float(data[:usable], channels), sample_rate, SAMPLE_RATE)
+
+
+def _progress_bar(path):
+    import av
+    from tqdm import tqdm
+
+    try:
+        with av.open(str(path)) as container:
+            seconds = (container.duration or 0) / 1_000_000
+    except (av.error.FFmpegError, OSError):
+        return None
+    if seconds < PROGRESS_MIN_SECONDS:
+        return None
+    return tqdm(total=round(seconds, 1), unit="s", desc=Path(path).name, file=sys.stderr,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+
+
+# --- outputs ----------------------------------------------------------------------------------
+
+def plan_outputs(inputs: list[str], outs: list[str], formats: list[str]) -> list[list[tuple[str, str]]]:
+    """For each input, the (path, format) pairs to write. Raises ValueError on a bad plan."""
+    from .sinks import file_format
+
+    if len(inputs) == 1 and outs and not _is_dir(outs[0]):
+        return [[(o, "json" if o == "-" else file_format(o)) for o in outs]]
+    if len(outs) > 1:
+        raise ValueError("with several inputs give one output folder: -o DIR/")
+    folder = Path(outs[0]) if outs else Path(".")
+    stems = [("stdin" if i == "-" else Path(i).stem) for i in inputs]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise ValueError(f"several inputs share the name {', '.join(dupes)}; animate them separately")
+    return [[(str(folder / f"{stem}.{fmt}"), file_format(f"x.{fmt}")) for fmt in formats] for stem in stems]
+
+
+def _is_dir(out: str) -> bool:
+    return out.endswith(("/", "\\")) or Path(out).is_dir()
+
+
+def write_outputs(frames: Frames, outputs: list[tuple[str, str]], fps: int) -> None:
+    from .sinks import file_sink
+
+    frames = frames.resample(fps)
+    for path, fmt in outputs:
+        if path == "-":
+            import json
+
+            sys.stdout.write(json.dumps(frames.to_json()) + "\n")
+            continue
+        sink = file_sink(path, fmt)
+        sink.open(frames.fps, frames.model, frames.latency_ms)
+        sink.write(frames)
+        sink.close(frames.seconds)
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    from .postprocess import add_arguments as add_post_arguments
+
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="audio (wav, flac, ogg, mp3, m4a) or video files, or - for 16-bit PCM on stdin")
+    parser.add_argument("-o", "--out", action="append", default=[],
+                        help="output file (format from its extension; repeatable) or folder; - for stdout")
+    parser.add_argument("--format", default="json", help="formats for folder outputs, comma-separated (json,csv)")
+    parser.add_argument("--fps", type=int, default=30, choices=SUPPORTED_FPS, help="output frame rate")
+    parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="run the model in PyTorch or ONNX Runtime")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the model")
+    parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="stdin PCM sample rate")
+    parser.add_argument("--channels", type=int, default=1, help="stdin PCM channels")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    add_post_arguments(parser)
+
+
+def run(args) -> int:
+    import torch
+
+    from .checkpoint import load_model
+    from .postprocess import options_from_args
+
+    torch.set_num_threads(args.threads)
+    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    plan = plan_outputs(args.inputs, args.out, formats)
+    model = load_model(args.model)
+    options = options_from_args(args)
+    runtime = None
+    if args.backend == "onnx":
+        from .onnx_export import onnx_runtime
+
+        runtime = onnx_runtime(model, threads=args.threads)
+    for source, outputs in zip(args.inputs, plan):
+        start = time.perf_counter()
+        if source == "-":
+            frames = animate_chunks(model, stdin_chunks(args.sample_rate, args.channels), options, runtime)
+            if frames.seconds == 0:
+                raise AudioError("stdin: no audio samples received")
+        else:
+            frames = animate_file(model, source, options, runtime, progress=not args.quiet)
+        write_outputs(frames, outputs, args.fps)
+        if not args.quiet:
+            took = time.perf_counter() - start
+            print(f"{source}: {frames.seconds:.2f} s of audio → {len(frames.resample(args.fps))} frames at "
+                  f"{args.fps} fps, latency {frames.latency_ms:.0f} ms, {took:.2f} s "
+                  f"({frames.seconds / max(took, 1e-9):.0f}× real time) → {', '.join(p for p, _ in outputs)}",
+                  file=sys.stderr)
+    return 0

@@ -1,0 +1,165 @@
+"""`talkmotion bench`: streaming speed, latency and memory, with the seed's approach
+measured in the same run so the ratio is visible.
+
+Figures (all on the speech sample looped to length, one thread unless stated):
+  stream_rtf            audio seconds per compute second, 20 ms chunks
+  chunk_p50/p99_ms      time of one push() of a 20 ms chunk
+  cost_10s / cost_10min compute ms per audio second at both lengths (constant-cost check)
+  recompute_rtf         the seed's loop: re-encode a 3 s buffer every 0.5 s, decoder without cache
+  offline_rtf_2threads  many streams decoded as one batch on two threads
+  train_step_ratio      autoregressive / parallel scheduled-sampling step time, same batch
+  peak_rss_mb           the process's peak resident memory
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, load_audio, log_mel, num_frames
+from .model import shift_previous
+from .stream import Animator
+
+CHUNK = 320  # 20 ms
+
+
+def speech(seconds: float) -> np.ndarray:
+    from .assets import SAMPLE_SPEECH
+
+    base = load_audio(SAMPLE_SPEECH)
+    reps = int(np.ceil(seconds * SAMPLE_RATE / base.size))
+    return np.tile(base, reps)[: int(seconds * SAMPLE_RATE)]
+
+
+def stream_timing(model, pcm: np.ndarray, runtime=None) -> dict:
+    animator = Animator(model, runtime=runtime)
+    animator.push(pcm[: SAMPLE_RATE])   # warm-up
+    animator.reset()
+    times = np.empty(pcm.size // CHUNK)
+    for k in range(times.size):
+        t = time.perf_counter()
+        animator.push(pcm[k * CHUNK:(k + 1) * CHUNK])
+        times[k] = time.perf_counter() - t
+    seconds = pcm.size / SAMPLE_RATE
+    return {"rtf": seconds / times.sum(), "ms_per_audio_s": 1000 * times.sum() / seconds,
+            "p50_ms": 1000 * float(np.percentile(times, 50)), "p99_ms": 1000 * float(np.percentile(times, 99))}
+
+
+@torch.no_grad()
+def recompute_baseline(model, pcm: np.ndarray, step_s: float = 0.5, buffer_s: float = 3.0) -> float:
+    """The seed's streaming loop with this model: every `step_s`, encode the last `buffer_s`
+    of audio from scratch and decode the step's new frames without a KV cache (each new
+    frame re-runs the decoder over every earlier frame of the buffer). Returns RTF."""
+    d = model.dims
+    step, buf = int(step_s * SAMPLE_RATE), int(buffer_s * SAMPLE_RATE)
+    start = time.perf_counter()
+    for end in range(step, pcm.size + 1, step):
+        audio = pcm[max(0, end - buf):end]
+        mel = torch.from_numpy(log_mel(audio))[None]
+        memory = model.audio_features(torch.from_numpy(audio)[None], mel)
+        frames = sum(1 for i in range(num_frames(audio.size, d.fps)) if d.frame_need(i) <= audio.size)
+        out = torch.zeros(1, 0, d.n_channels)
+        for i in range(frames):
+            pred = model(shift_previous(torch.cat([out, torch.zeros(1, 1, d.n_channels)], 1)), memory)
+            out = torch.cat([out, pred[:, i:i + 1]], 1)
+    return pcm.size / SAMPLE_RATE / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def offline_batch_rtf(model, pcm: np.ndarray, streams: int = 8, threads: int = 2) -> float:
+    """Several clips decoded as one batch (the training/eval path), audio s per compute s."""
+    from .train import autoregressive_pass
+
+    torch.set_num_threads(threads)
+    d = model.dims
+    t = num_frames(pcm.size, d.fps)
+    need = d.samples_for_frame(t - 1)
+    audio = np.concatenate([pcm, np.zeros(need - pcm.size, np.float32)])
+    batch = torch.from_numpy(np.stack([np.roll(audio, 1600 * k) for k in range(streams)]))
+    start = time.perf_counter()
+    mel = torch.from_numpy(np.stack([log_mel(a) for a in batch.numpy()]))
+    memory = model.audio_features(batch, mel)
+    autoregressive_pass(model, memory, torch.zeros(streams, t, d.n_channels), 0.0, torch.Generator())
+    took = time.perf_counter() - start
+    torch.set_num_threads(1)
+    return streams * pcm.size / SAMPLE_RATE / took
+
+
+def train_step_ratio(model, batch_size: int = 8, seconds: float = 4.0) -> dict:
+    """Seconds per training step for both scheduled-sampling modes at the same batch."""
+    from .train import autoregressive_pass, parallel_pass
+
+    d = model.dims
+    pcm = speech(seconds * batch_size)
+    t = int(seconds * d.fps)
+    need = d.samples_for_frame(t - 1)
+    audio = np.stack([np.concatenate([c, np.zeros(need, np.float32)])[:need]
+                      for c in np.split(pcm[: int(seconds * SAMPLE_RATE) * batch_size], batch_size)])
+    mel = torch.from_numpy(np.stack([log_mel(a) for a in audio]))
+    targets = torch.rand(batch_size, t, d.n_channels) * 0.1
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for name, fn in (("parallel", parallel_pass), ("autoregressive", autoregressive_pass)):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            memory = model.audio_features(torch.from_numpy(audio), mel)
+            fn(model, memory, targets, 0.5, gen).square().mean().backward()
+            times.append(time.perf_counter() - start)
+        out[f"{name}_step_s"] = min(times)
+    model.eval()
+    out["ratio"] = out["autoregressive_step_s"] / out["parallel_step_s"]
+    return out
+
+
+def run_all(model, quick: bool = False, backends=("torch", "onnx")) -> dict:
+    torch.set_num_threads(1)
+    long_s = 60.0 if quick else 600.0
+    results = {"machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
+               "model": getattr(model, "name", "?"), "params": model.num_parameters(),
+               "latency_ms": model.dims.latency_ms}
+    for backend in backends:
+        runtime = None
+        if backend == "onnx":
+            from .onnx_export import onnx_runtime
+
+            runtime = onnx_runtime(model, threads=1)
+        short = stream_timing(model, speech(10.0), runtime)
+        long = stream_timing(model, speech(long_s), runtime)
+        results[backend] = {"stream_rtf": short["rtf"], "chunk_p50_ms": short["p50_ms"],
+                            "chunk_p99_ms": short["p99_ms"], "cost_10s_ms_per_s": short["ms_per_audio_s"],
+                            f"cost_{int(long_s)}s_ms_per_s": long["ms_per_audio_s"],
+                            "long_over_short": long["ms_per_audio_s"] / short["ms_per_audio_s"]}
+    baseline_s = 20.0 if quick else 60.0
+    results["recompute_baseline_rtf"] = recompute_baseline(model, speech(baseline_s))
+    ours = stream_timing(model, speech(baseline_s))["rtf"]
+    results["speedup_vs_recompute"] = ours / results["recompute_baseline_rtf"]
+    results["offline_batch_rtf_2threads"] = offline_batch_rtf(model, speech(10.0))
+    results["train_step"] = train_step_ratio(model)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
+    parser.add_argument("--quick", action="store_true", help="60 s instead of 10 min for the long stream")
+    parser.add_argument("--backend", default="torch,onnx", help="comma-separated: torch,onnx")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+def run(args) -> int:
+    from .checkpoint import load_model
+    from .files import write_json
+
+    model = load_model(args.model)
+    results = run_all(model, args.quick, tuple(b for b in args.backend.split(",") if b))
+    print(json.dumps(results, indent=1))
+    if args.json:
+        write_json(args.json, results)
+    return 0

@@ -1,0 +1,112 @@
+"""Live Link Face CSV: the take file Epic's iOS app exports and Unreal's importers read.
+
+Columns, found by name (never by position) by the readers:
+  Timecode          HH:MM:SS:FF.mmm — hours, minutes, seconds, frame within the second at
+                    the take's frame rate, then the sub-frame as a fraction
+  BlendShapeCount   61 (the 52 ARKit shapes + 9 pose values)
+  EyeBlinkLeft ... TongueOut      the 52 ARKit shapes, PascalCase, in the app's CSV order
+  HeadYaw, HeadPitch, HeadRoll, LeftEyeYaw, LeftEyePitch, LeftEyeRoll, RightEyeYaw, RightEyePitch, RightEyeRoll
+Angles are radians with our signs, the same convention as the Live Link UDP sink
+(sinks/livelink_udp.py); eye angles are 0 (gaze lives in the eyeLook* shapes).
+The timecode starts at 00:00:00:00.000 for frame 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import labels
+from ..files import write_text
+from ..frames import Frames, FramesFileError
+from . import FileSink
+
+# The app's CSV column order for the shapes (it differs from its UDP order around jaw/mouth left/right).
+CSV_SHAPE_ORDER: tuple[str, ...] = (
+    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft",
+    "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
+    "eyeSquintRight", "eyeWideRight", "jawForward", "jawRight", "jawLeft", "jawOpen", "mouthClose",
+    "mouthFunnel", "mouthPucker", "mouthRight", "mouthLeft", "mouthSmileLeft", "mouthSmileRight",
+    "mouthFrownLeft", "mouthFrownRight", "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft",
+    "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
+    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
+    "mouthUpperUpRight", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
+)
+HEAD_COLUMNS = {"HeadYaw": "yaw", "HeadPitch": "pitch", "HeadRoll": "roll"}
+EYE_COLUMNS = ("LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
+COLUMNS: tuple[str, ...] = ("Timecode", "BlendShapeCount", *(labels.to_pascal(n) for n in CSV_SHAPE_ORDER),
+                            *HEAD_COLUMNS, *EYE_COLUMNS)
+BLEND_SHAPE_COUNT = len(CSV_SHAPE_ORDER) + len(HEAD_COLUMNS) + len(EYE_COLUMNS)  # 61
+SECONDS_PER_HOUR, SECONDS_PER_MINUTE = 3600, 60
+
+
+def timecode(frame: int, fps: float) -> str:
+    """Frame index → 'HH:MM:SS:FF.mmm' (FF counts frames within the second at `fps`)."""
+    seconds = frame / fps
+    whole = int(math.floor(seconds + 1e-9))
+    in_second = (seconds - whole) * fps
+    ff = int(math.floor(in_second + 1e-6))
+    sub = max(0.0, in_second - ff)
+    h, rest = divmod(whole, SECONDS_PER_HOUR)
+    m, s = divmod(rest, SECONDS_PER_MINUTE)
+    return f"{h:02d}:{m:02d}:{s:02d}:{ff:02d}.{int(round(sub * 1000)) % 1000:03d}"
+
+
+def parse_timecode(text: str, fps: float) -> float:
+    """'HH:MM:SS:FF.mmm' → seconds."""
+    h, m, s, f = text.strip().split(":")
+    return int(h) * SECONDS_PER_HOUR + int(m) * SECONDS_PER_MINUTE + int(s) + float(f) / fps
+
+
+def livelink_rows(frames: Frames) -> list[list[str]]:
+    blend = np.clip(frames.blendshapes, 0.0, 1.0)
+    head = np.radians(frames.head)
+    shape_cols = labels.indices(CSV_SHAPE_ORDER)
+    head_cols = [labels.HEAD.index(axis) for axis in HEAD_COLUMNS.values()]
+    rows = []
+    for i in range(len(frames)):
+        rows.append([timecode(frames.start + i, frames.fps), str(BLEND_SHAPE_COUNT),
+                     *(f"{v:.6f}" for v in blend[i, shape_cols]), *(f"{v:.6f}" for v in head[i, head_cols]),
+                     *("0.000000" for _ in EYE_COLUMNS)])
+    return rows
+
+
+class LiveLinkCsvSink(FileSink):
+    def save(self, frames: Frames) -> None:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows(livelink_rows(frames))
+        write_text(self.path, out.getvalue())
+
+
+def read_livelink_csv(path: str | Path, fps: float = 30) -> Frames:
+    """A Live Link Face CSV → Frames, columns found by name; missing shapes read as 0.
+
+    fps: the take's frame rate (the file does not store it); frames keep the file's rows.
+    """
+    path = Path(path)
+    try:
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+        rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise FramesFileError(f"{path}: cannot read Live Link CSV ({err})") from None
+    if not reader.fieldnames or "Timecode" not in reader.fieldnames:
+        raise FramesFileError(f"{path}: not a Live Link Face CSV (no Timecode column)")
+    values = np.zeros((len(rows), labels.NUM_CHANNELS), np.float32)
+    known = {labels.to_pascal(n): labels.index(n) for n in labels.BLENDSHAPES}
+    try:
+        for r, row in enumerate(rows):
+            for column, text in row.items():
+                if column in known:
+                    values[r, known[column]] = float(text)
+                elif column in HEAD_COLUMNS:
+                    values[r, labels.index(HEAD_COLUMNS[column])] = math.degrees(float(text))
+    except (TypeError, ValueError) as err:
+        raise FramesFileError(f"{path}: row {r + 2} has a value that is not a number ({err})") from None
+    return Frames(values, fps=fps)

@@ -1,0 +1,181 @@
+"""`talkmotion eval`: rule labels score perfectly, the energy jaw worse; the command writes its report and figure."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from lipsync_clips import FPS, labels_for, make_clip, make_clips
+from talkmotion import eval as ev
+from talkmotion import labels
+from talkmotion.cli import main
+from talkmotion.data.clips import Clip, Manifest, clip_path, save_clip
+from talkmotion.frames import Frames
+
+LIP_KEYS = ("bilabial_closure", "open_closed_auc", "rounding_auc", "silence_closure")
+
+
+def handmade_rules(clip: Clip) -> np.ndarray:
+    """The test corpus's own rules: phonemes → labels, recomputed (not copied from the clip)."""
+    return labels_for(clip.phonemes, len(clip.labels))
+
+
+def _assert_perfect(summary: dict) -> None:
+    for key in LIP_KEYS:
+        assert summary[key] == 1.0, key
+    assert summary["lag_ms"] == 0.0
+    assert summary["l1_mouth"] == 0.0
+    assert summary["jerk_ratio_mouth"] == pytest.approx(1.0)
+    assert summary["diversity_mouth"] == pytest.approx(1.0)
+
+
+def _assert_energy_worse(report: dict, rules: str) -> None:
+    energy = report["sources"]["energy"]["summary"]
+    best = report["sources"][rules]["summary"]
+    for key in ("bilabial_closure", "open_closed_auc", "rounding_auc"):
+        assert energy[key] < best[key], key
+    assert energy["silence_closure"] <= best["silence_closure"]
+    assert energy["l1_mouth"] > best["l1_mouth"]
+    assert all(report["sources"][rules]["beats_energy"].values())
+    assert report["sources"]["energy"]["targets"]["bilabial_closure"] is False
+
+
+def test_rule_labels_score_perfectly_on_every_lip_metric_and_energy_scores_worse():
+    clips = make_clips(6)
+    report = ev.evaluate(clips, {"handmade": handmade_rules})
+    assert report["clips"] == 6
+    assert report["thresholds"]["source"] == "reference"
+    assert report["sources"]["handmade"]["summary"]["bilabial_segments"] > 10
+    _assert_perfect(report["sources"]["handmade"]["summary"])
+    _assert_perfect(report["sources"]["reference"]["summary"])
+    assert all(report["sources"]["handmade"]["targets"].values())
+    _assert_energy_worse(report, "handmade")
+
+
+def test_the_viseme_rules_score_perfectly_against_their_own_labels():
+    spec = importlib.util.find_spec("talkmotion.data.visemes")
+    if spec is None:
+        pytest.skip("talkmotion.data.visemes is not in this tree")
+    from talkmotion.data import visemes
+
+    if not hasattr(visemes, "make_labels"):
+        pytest.skip("talkmotion.data.visemes has no make_labels()")
+    clips = []
+    for k, c in enumerate(make_clips(6, seed=2)):
+        values, mask = visemes.make_labels(c.phonemes, c.audio, FPS, seed=k)
+        clips.append(Clip(c.id, c.audio, values, mask, FPS, c.phonemes, {"seed": k}))
+    report = ev.evaluate(clips)
+    assert "rules" not in report["skipped"]
+    _assert_perfect(report["sources"]["rules"]["summary"])
+    assert all(report["sources"]["rules"]["targets"].values())
+    _assert_energy_worse(report, "rules")
+
+
+def test_fit_length_tolerates_a_frame_or_two_and_refuses_more():
+    values = np.arange(10 * labels.NUM_CHANNELS, dtype=np.float32).reshape(10, -1)
+    padded = ev.fit_length(values, 11, "x")
+    assert padded.shape == (11, labels.NUM_CHANNELS) and (padded[10] == values[9]).all()
+    assert (ev.fit_length(values, 8, "x") == values[:8]).all()
+    with pytest.raises(ev.EvalError, match="x: 10 frames predicted for a clip of 13 frames"):
+        ev.fit_length(values, 13, "x")
+
+
+# --- the command ---------------------------------------------------------------------
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Five clips on disk: clip00–02 in split test, clip03–04 in train."""
+    root = tmp_path / "data"
+    manifest = Manifest(root)
+    for k in range(5):
+        clip = make_clip(f"clip{k:02d}", seed=10 + k)
+        path = clip_path(root, clip.id)
+        save_clip(path, clip)
+        manifest.record(clip.id, "ok", save=False, file=str(path.relative_to(root)),
+                        split="test" if k < 3 else "train")
+    manifest.save()
+    return root
+
+
+def _write_frames(folder, clips, shift: int) -> None:
+    """Frames files holding each clip's reference, `shift` frames late."""
+    folder.mkdir()
+    for clip in clips:
+        late = np.concatenate([np.repeat(clip.labels[:1], shift, 0), clip.labels[:-shift]])
+        (folder / f"{clip.id}.json").write_text(json.dumps(Frames(late, fps=FPS).to_json()))
+
+
+def test_eval_command_writes_report_and_figure_for_one_split(dataset, tmp_path, capsys):
+    from matplotlib.image import imread
+
+    test_clips = [make_clip(f"clip{k:02d}", seed=10 + k) for k in range(3)]
+    _write_frames(tmp_path / "frames", test_clips, shift=2)
+    out = tmp_path / "eval"
+    rc = main(["eval", str(dataset), "--split", "test", "--frames", str(tmp_path / "frames"),
+               "--out", str(out), "--figure-clips", "2"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["format"] == "talkmotion.eval" and report["split"] == "test"
+    assert report["clip_ids"] == ["clip00", "clip01", "clip02"]
+    assert {"reference", "energy", "frames"} <= set(report["sources"])
+    frames = report["sources"]["frames"]
+    assert frames["summary"]["lag_ms"] == pytest.approx(2000 / FPS, abs=1e-3)
+    assert frames["targets"]["abs_lag_ms"] is False
+    assert frames["per_channel"]["l1"]["jawOpen"] > 0
+    image = imread(out / "eval.png")
+    assert image.ndim == 3 and image.shape[0] > 400 and image.shape[1] > 800
+    # Not blank: the curves and shading make many distinct colours.
+    assert len(np.unique(image.reshape(-1, image.shape[2]), axis=0)) > 20
+    printed = capsys.readouterr().out
+    assert "bilabial" in printed and "frames" in printed and "energy" in printed
+
+
+def test_eval_limit_takes_the_first_clips_by_id(dataset, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", str(dataset), "--limit", "2", "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["clip_ids"] == ["clip00", "clip01"]
+
+
+def test_eval_names_an_unknown_split(dataset, tmp_path, capsys):
+    assert main(["eval", str(dataset), "--split", "dev", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "no clips in split 'dev'" in err and "test, train" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_eval_names_a_missing_or_short_frames_file(dataset, tmp_path, capsys):
+    clips = [make_clip(f"clip{k:02d}", seed=10 + k) for k in range(3)]
+    _write_frames(tmp_path / "frames", clips[:2], shift=1)
+    args = ["eval", str(dataset), "--split", "test", "--frames", str(tmp_path / "frames"),
+            "--out", str(tmp_path / "e")]
+    assert main(args) == 2
+    assert f"{tmp_path / 'frames' / 'clip02.json'}: no frames file for clip clip02" in capsys.readouterr().err
+    short = Frames(clips[2].labels[:-5], fps=FPS)
+    (tmp_path / "frames" / "clip02.json").write_text(json.dumps(short.to_json()))
+    assert main(args) == 2
+    assert "frames predicted for a clip of" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "report.json").exists()
+
+
+def test_eval_model_source_runs_a_saved_checkpoint(dataset, tmp_path):
+    if importlib.util.find_spec("talkmotion.animate") is None:
+        pytest.skip("talkmotion.animate (the lead's offline animation) is not in this tree yet")
+    import torch
+
+    from talkmotion.checkpoint import save_model
+    from talkmotion.model import ModelDims, TalkModel
+
+    torch.manual_seed(0)
+    model = TalkModel(ModelDims(d_audio=16, encoder_layers=1, d_model=16, n_layers=1, n_heads=2, d_ff=32))
+    save_model(tmp_path / "tiny.safetensors", model, name="tiny")
+    out = tmp_path / "eval"
+    assert main(["eval", str(dataset), "--limit", "1", "--model", str(tmp_path / "tiny.safetensors"),
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    model_summary = report["sources"]["model"]["summary"]
+    assert report["source_names"]["model"] == "tiny"
+    # An untrained model is no lip-sync: it must not pass as perfect.
+    assert model_summary["l1_mouth"] > 0

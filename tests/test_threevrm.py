@@ -1,0 +1,50 @@
+"""The reference VRM and our .vrma as three-vrm (the viewer's library) loads and plays them, in Node."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talkmotion import labels
+from talkmotion.avatar import reference_avatar_paths
+from talkmotion.frames import Frames
+from talkmotion.rotation import head_quaternions, quaternion_multiply
+from talkmotion.sinks.vrma import build_vrma
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES = ROOT / "talkmotion" / "web" / "node_modules"
+needs_viewer_packages = pytest.mark.skipif(
+    shutil.which("node") is None or not (MODULES / "@pixiv" / "three-vrm-animation").is_dir(),
+    reason="node or the viewer's npm packages are not installed (scripts/setup.sh installs them)")
+
+
+@needs_viewer_packages
+def test_three_vrm_plays_our_vrma_on_the_reference_vrm(tmp_path):
+    steps = 30
+    values = np.zeros((steps, labels.NUM_CHANNELS), np.float32)
+    values[:, labels.index("jawOpen")] = np.linspace(0, 0.8, steps)
+    values[:, labels.index("eyeBlinkLeft")] = 0.5
+    values[:, labels.index("mouthSmileRight")] = 0.3
+    values[:, labels.index("yaw")] = np.linspace(0, 20, steps)
+    values[:, labels.index("pitch")] = 5
+    frames = Frames(values, fps=30)
+    vrma = tmp_path / "talk.vrma"
+    vrma.write_bytes(build_vrma(frames).to_glb())
+    _, vrm = reference_avatar_paths(tmp_path / "avatar")
+    out = subprocess.run(["node", str(ROOT / "tests" / "threevrm_check.mjs"), str(MODULES), str(vrm), str(vrma)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    shown = json.loads(out.stdout.strip().splitlines()[-1])
+    assert shown["metaVersion"] == "1"
+    assert {"aa", "blink", "jawOpen", "tongueOut"} <= set(shown["expressions"])
+    assert shown["duration"] == pytest.approx((steps - 1) / 30, abs=1e-4)
+    assert "Normalized_head.quaternion" in shown["tracks"] and "VRMExpression_jawOpen.weight" in shown["tracks"]
+    # Perfect sync: each morph shows its ARKit weight once, though the presets play too.
+    last = values[-1]
+    for name in ("jawOpen", "eyeBlinkLeft", "mouthSmileRight", "mouthPucker"):
+        assert shown["morphs"][name] == pytest.approx(last[labels.index(name)], abs=0.02), name
+    whole = quaternion_multiply(np.asarray(shown["neck"]), np.asarray(shown["head"]))
+    expected = head_quaternions(last[labels.HEAD_SLICE])
+    assert min(np.abs(whole - expected).max(), np.abs(whole + expected).max()) < 0.01

@@ -1,0 +1,122 @@
+"""Training: overfits a clip, resumes exactly, runs under torchrun, rejects bad configs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, make_dataset
+from talkmotion.checkpoint import load_model
+from talkmotion.config import ConfigError, load
+from talkmotion.train import TrainConfig, Trainer, train
+
+
+def write_config(path, data_dir, out_dir, **extra):
+    cfg = {
+        "out_dir": str(out_dir), "log_every": 5, "eval_every": 1000, "checkpoint_every": 10,
+        "model": TINY,
+        "data": {"sources": [{"path": str(data_dir)}], "crop_seconds": 1.5, "augment": {"enabled": False},
+                 "workers": 0},
+        "optim": {"steps": 20, "batch_size": 4, "warmup_steps": 5, "lr": 3e-3},
+        "sampling": {"tf_ramp_steps": 10},
+    }
+    for key, value in extra.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def losses(out_dir):
+    state = json.loads((out_dir / "config.json").read_text())
+    assert state["out_dir"] == str(out_dir)
+    from safetensors import safe_open
+
+    with safe_open(str(out_dir / "state.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["talkmotion.train"])
+    return [h["loss"] for h in meta["history"] if h["kind"] == "train"]
+
+
+def test_tiny_model_overfits_one_clip(tmp_path):
+    data = make_dataset(tmp_path / "d", count=2, val=1)   # one training clip
+    cfg_path = write_config(tmp_path / "c.json", data, tmp_path / "run", **{
+        "optim.steps": 150, "optim.batch_size": 2, "sampling.tf_end": 1.0, "loss.velocity_weight": 0.0,
+        "model.dropout": 0.0, "optim.ema_decay": 0.9})
+    cfg = load(TrainConfig, cfg_path)
+    train(cfg)
+    history = losses(tmp_path / "run")
+    assert history[-1] < 0.03 * history[0]
+    assert history[-1] < 0.2
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path):
+    data = make_dataset(tmp_path / "d", count=3)
+    # The straight run prepares batches in a loader worker, the interrupted one in-process:
+    # the data depend on the step only, so both must match.
+    straight = load(TrainConfig, write_config(tmp_path / "a.json", data, tmp_path / "a", **{"data.workers": 1}))
+    train(straight)
+    halves = load(TrainConfig, write_config(tmp_path / "b.json", data, tmp_path / "b"))
+    Trainer(halves).fit(until=10)        # as if killed right after the step-10 checkpoint
+    Trainer(halves).fit()
+    np.testing.assert_allclose(losses(tmp_path / "b"), losses(tmp_path / "a"), rtol=1e-5)
+    a, b = load_model(tmp_path / "a" / "model.safetensors"), load_model(tmp_path / "b" / "model.safetensors")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, msg=k)
+
+
+def test_autoregressive_mode_trains(tmp_path):
+    data = make_dataset(tmp_path / "d", count=3)
+    cfg = load(TrainConfig, write_config(tmp_path / "c.json", data, tmp_path / "r", **{
+        "sampling.mode": "autoregressive", "optim.steps": 10}))
+    last = train(cfg)
+    assert np.isfinite(last["loss"])
+    assert (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_fine_tune_from_checkpoint_keeps_its_dims(tmp_path):
+    data = make_dataset(tmp_path / "d", count=3)
+    train(load(TrainConfig, write_config(tmp_path / "c.json", data, tmp_path / "base", **{"optim.steps": 5})))
+    base = tmp_path / "base" / "model.safetensors"
+    cfg = load(TrainConfig, write_config(tmp_path / "f.json", data, tmp_path / "ft", **{"optim.steps": 5}),
+               {"init": str(base), "model.d_model": 64})
+    train(cfg)
+    tuned = load_model(tmp_path / "ft" / "model.safetensors")
+    assert tuned.dims.d_model == TINY["d_model"]
+    before = load_model(base).state_dict()["decoder.inp.weight"]
+    assert not torch.equal(tuned.state_dict()["decoder.inp.weight"], before)
+
+
+def test_unknown_config_key_names_valid_ones(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[optim]\nstpes = 10\n')
+    with pytest.raises(ConfigError, match="stpes.*valid keys are.*steps"):
+        load(TrainConfig, path)
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('bogus = 1\n')
+    proc = subprocess.run([sys.executable, "-m", "talkmotion", "train", str(path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert "unknown key(s) bogus" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_torchrun_two_processes(tmp_path):
+    data = make_dataset(tmp_path / "d", count=4)
+    cfg = write_config(tmp_path / "c.json", data, tmp_path / "ddp", **{"optim.steps": 6, "optim.batch_size": 2})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29533", "-m", "talkmotion", "train", str(cfg)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = load_model(tmp_path / "ddp" / "model.safetensors")
+    assert model.header["training"]["world_size"] == 2
+    assert model.header["training"]["steps"] == 6

@@ -1,0 +1,188 @@
+"""The browser viewer in real headless Chromium against a real `talkmotion serve` process.
+
+The page loads the reference avatar, a short TTS file is streamed and played, and
+the mouth morph target on the mesh follows the frames at the audio clock's time:
+open while the voice speaks, near rest in the silences, back at rest at the end.
+A screenshot is kept in out/test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talkmotion import labels
+from talkmotion.audio import SAMPLE_RATE, load_audio, num_frames, write_wav
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "out" / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--autoplay-policy=no-user-gesture-required",
+                 # a generated tone stands in for the microphone, allowed without a prompt
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+LEAD_SILENCE_S, TAIL_SILENCE_S = 1.0, 1.0
+SENTENCE = "Hello there. Watch my mouth move while I am talking to you."
+REST = 0.1          # a mouth morph below this counts as closed
+OPEN = 0.2          # ... and above this as open
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def speech_file(tmp_path_factory) -> Path:
+    """espeak-ng speech between two silences, 16 kHz mono."""
+    tmp = tmp_path_factory.mktemp("speech")
+    raw = tmp / "raw.wav"
+    subprocess.run(["espeak-ng", "-w", str(raw), SENTENCE], check=True, capture_output=True)
+    voice = load_audio(raw)
+    pcm = np.concatenate([np.zeros(int(LEAD_SILENCE_S * SAMPLE_RATE), np.float32), voice,
+                          np.zeros(int(TAIL_SILENCE_S * SAMPLE_RATE), np.float32)])
+    write_wav(tmp / "speech.wav", pcm)
+    return tmp / "speech.wav"
+
+
+@pytest.fixture(scope="module")
+def server():
+    """`talkmotion serve` with the embedded default model, in its own process."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "talkmotion.cli", "serve", "--port", str(port), "--model", "/tmp/tm/tiny.safetensors"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/api/info", timeout=2) as resp:
+                info = json.load(resp)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"serve did not start: {proc.stdout.read()}") from None
+            time.sleep(0.2)
+    yield url, info
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not (ROOT / "talkmotion" / "web" / "dist" / "viewer.js").is_file():
+        pytest.fail("the viewer is not built: run scripts/setup.sh (npm ci + node build.mjs in talkmotion/web)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 800, "height": 500})
+        errors: list[str] = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(server[0] + "/")
+        page.wait_for_function("window.talkmotionDebug && (talkmotionDebug.ready || talkmotionDebug.error)",
+                               timeout=60_000)
+        page.errors = errors
+        yield page
+        browser.close()
+
+
+def play(page, path: Path, seconds: float) -> list[tuple[float, float, int]]:
+    """Play a file through the page; (audio time, mouth influence, frame shown) while it played."""
+    page.set_input_files("#audio-file", str(path))
+    page.wait_for_function("talkmotionDebug.ended || talkmotionDebug.error", timeout=(seconds + 30) * 1000)
+    assert page.evaluate("talkmotionDebug.error") is None
+    return [tuple(s) for s in page.evaluate("talkmotionDebug.samples")]
+
+
+def test_page_loads_the_reference_avatar(page, server):
+    avatar = page.evaluate("talkmotionDebug.avatar")
+    assert avatar["kind"] == "vrm" and avatar["mode"] == "perfect sync"
+    assert avatar["bound"] == labels.NUM_BLENDSHAPES
+    influences = page.evaluate("talkmotionDebug.influences()")
+    assert len(influences) >= labels.NUM_BLENDSHAPES and max(influences.values()) == 0  # at rest
+    sliders = page.eval_on_selector_all("#controls input, #controls select", "els => els.map(e => e.id)")
+    assert {f"opt-{c['name']}" for c in server[1]["controls"]} == set(sliders)
+    assert page.errors == []
+
+
+def test_a_users_glb_loads_too(page):
+    from talkmotion.avatar import reference_avatar_paths
+
+    glb = reference_avatar_paths()[0]
+    page.set_input_files("#avatar-file", str(glb))
+    page.wait_for_function(f"talkmotionDebug.avatar.label === {json.dumps(glb.name)}", timeout=30_000)
+    avatar = page.evaluate("talkmotionDebug.avatar")
+    assert avatar["kind"] == "glTF" and avatar["mode"] == "morph targets" and avatar["bound"] >= labels.NUM_BLENDSHAPES
+    page.click("#reference-avatar")
+    page.wait_for_function("talkmotionDebug.avatar.label === 'reference avatar'", timeout=30_000)
+    assert page.evaluate("talkmotionDebug.avatar.kind") == "vrm"
+
+
+def test_mouth_follows_the_audio(page, server, speech_file):
+    seconds = len(load_audio(speech_file)) / SAMPLE_RATE
+    samples = play(page, speech_file, seconds)
+    fps = server[1]["fps"]
+    assert page.evaluate("talkmotionDebug.framesReceived") == num_frames(int(round(seconds * SAMPLE_RATE)))
+    times = np.array([t for t, _, _ in samples])
+    mouth = np.array([m for _, m, _ in samples])
+    assert len(samples) >= 10 and times.max() > seconds - 0.5, "the page must keep rendering while it plays"
+
+    # In time: what the mesh shows is the jawOpen of the frame that covers the audio clock's time.
+    jaw = labels.index("jawOpen")
+    on_time = 0
+    for t, m, shown in samples:
+        if t < 0:
+            continue
+        expected = np.clip(page.evaluate(f"talkmotionDebug.frame({int(t * fps)})")[jaw], 0, 1)
+        on_time += shown in (int(t * fps), int(t * fps) - 1) and abs(m - expected) < 0.05
+    assert on_time >= 0.8 * np.sum(times >= 0)
+
+    speaking = (times > LEAD_SILENCE_S + 0.2) & (times < seconds - TAIL_SILENCE_S - 0.2)
+    silent = ((times > 0.1) & (times < LEAD_SILENCE_S - 0.3)) | (times > seconds - TAIL_SILENCE_S + 0.4)
+    assert speaking.sum() >= 5 and silent.sum() >= 2
+    assert mouth[speaking].max() > OPEN and mouth[speaking].std() > 0.03   # opens and moves with the voice
+    assert np.median(mouth[silent]) < REST                                 # near rest in the silences
+    assert page.evaluate("talkmotionDebug.mouth()") == 0                   # at rest after the end
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer.png"))
+    assert (ARTIFACTS / "viewer.png").stat().st_size > 10_000
+    assert page.errors == []
+
+
+def test_microphone_streams_live(page):
+    page.click("#mic")
+    page.wait_for_function("talkmotionDebug.framesReceived >= 30 && talkmotionDebug.lastIndex >= 15", timeout=30_000)
+    shown = page.evaluate("talkmotionDebug.lastIndex")
+    page.wait_for_function(f"talkmotionDebug.lastIndex > {shown}", timeout=10_000)  # it keeps going
+    page.click("#stop")
+    assert page.evaluate("talkmotionDebug.mode") == "idle" and page.evaluate("talkmotionDebug.mouth()") == 0
+    assert page.evaluate("talkmotionDebug.error") is None
+
+
+def test_mouth_gain_slider_reaches_the_server(page, speech_file, tmp_path):
+    short = tmp_path / "short.wav"
+    pcm = load_audio(speech_file)
+    write_wav(short, pcm[int(LEAD_SILENCE_S * SAMPLE_RATE):int((LEAD_SILENCE_S + 1.5) * SAMPLE_RATE)])
+    page.fill("#opt-mouth_gain", "0")   # range inputs take fill(); it fires "input"
+    samples = play(page, short, 1.5)
+    assert max(m for _, m, _ in samples) < 0.01
+    page.fill("#opt-mouth_gain", "1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _need_tools():
+    missing = [tool for tool in ("espeak-ng",) if shutil.which(tool) is None]
+    if missing or not Path(CHROMIUM).exists():
+        pytest.fail(f"browser test needs {', '.join(missing) or CHROMIUM}: run scripts/setup.sh")
