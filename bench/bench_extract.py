@@ -54,6 +54,15 @@ def make_video(path: Path, seconds: float) -> Path:
     return write_video(path, face_frames(seconds), FPS, tone(seconds))
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since exec (VmHWM). Not ru_maxrss: Linux carries that
+    over from the forking parent, which here held the generated video's audio."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure_child(video: str, out: str) -> None:
     """Runs in the pinned process: extract one video, print the figures as JSON.
 
@@ -73,7 +82,7 @@ def measure_child(video: str, out: str) -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     facts = extract_video(job, lambda status, cid, entry: clips.append(status))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     print(json.dumps({"video_s": facts["decoded_seconds"], "wall_s": wall, "cpu_s": cpu, "clips": len(clips),
                       "ok": clips.count("ok"), "peak_rss_mib": peak_mib, "import_s": import_s}))
 

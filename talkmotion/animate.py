@@ -87,26 +87,28 @@ def _progress_bar(path):
 # --- outputs ----------------------------------------------------------------------------------
 
 def plan_outputs(inputs: list[str], outs: list[str], formats: list[str]) -> list[list[tuple[str, str]]]:
-    """For each input, the (path, format) pairs to write. Raises ValueError on a bad plan."""
-    from .sinks import file_format
+    """For each input, the (path, format) pairs to write. Raises OutputFormatError on a bad plan."""
+    from .sinks import OutputFormatError, extension, file_format
 
     if len(inputs) == 1 and outs and not _is_dir(outs[0]):
         return [[(o, "json" if o == "-" else file_format(o)) for o in outs]]
     if len(outs) > 1:
-        raise ValueError("with several inputs give one output folder: -o DIR/")
+        raise OutputFormatError("with several inputs give one output folder: -o DIR/")
     folder = Path(outs[0]) if outs else Path(".")
     stems = [("stdin" if i == "-" else Path(i).stem) for i in inputs]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
-        raise ValueError(f"several inputs share the name {', '.join(dupes)}; animate them separately")
-    return [[(str(folder / f"{stem}.{fmt}"), file_format(f"x.{fmt}")) for fmt in formats] for stem in stems]
+        raise OutputFormatError(f"several inputs share the name {', '.join(dupes)}; animate them separately")
+    return [[(str(folder / f"{stem}.{extension(fmt)}"), file_format("x", fmt)) for fmt in formats]
+            for stem in stems]
 
 
 def _is_dir(out: str) -> bool:
     return out.endswith(("/", "\\")) or Path(out).is_dir()
 
 
-def write_outputs(frames: Frames, outputs: list[tuple[str, str]], fps: int) -> None:
+def write_outputs(frames: Frames, outputs: list[tuple[str, str]], fps: int, avatar: str | None = None) -> None:
+    """Write every output; `avatar` is the .glb/.vrm that glTF outputs animate (default: ours)."""
     from .sinks import file_sink
 
     frames = frames.resample(fps)
@@ -116,7 +118,7 @@ def write_outputs(frames: Frames, outputs: list[tuple[str, str]], fps: int) -> N
 
             sys.stdout.write(json.dumps(frames.to_json()) + "\n")
             continue
-        sink = file_sink(path, fmt)
+        sink = file_sink(path, fmt, avatar=avatar)
         sink.open(frames.fps, frames.model, frames.latency_ms)
         sink.write(frames)
         sink.close(frames.seconds)
@@ -131,7 +133,10 @@ def add_arguments(parser) -> None:
                         help="audio (wav, flac, ogg, mp3, m4a) or video files, or - for 16-bit PCM on stdin")
     parser.add_argument("-o", "--out", action="append", default=[],
                         help="output file (format from its extension; repeatable) or folder; - for stdout")
-    parser.add_argument("--format", default="json", help="formats for folder outputs, comma-separated (json,csv)")
+    parser.add_argument("--format", default="json",
+                        help="formats for folder outputs, comma-separated: json, csv, livelink, vrma, glb")
+    parser.add_argument("--avatar", default=None, help=".glb/.vrm avatar that .glb outputs animate "
+                        "(default: the built-in reference head)")
     parser.add_argument("--fps", type=int, default=30, choices=SUPPORTED_FPS, help="output frame rate")
     parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
@@ -167,7 +172,7 @@ def run(args) -> int:
                 raise AudioError("stdin: no audio samples received")
         else:
             frames = animate_file(model, source, options, runtime, progress=not args.quiet)
-        write_outputs(frames, outputs, args.fps)
+        write_outputs(frames, outputs, args.fps, args.avatar)
         if not args.quiet:
             took = time.perf_counter() - start
             print(f"{source}: {frames.seconds:.2f} s of audio → {len(frames.resample(args.fps))} frames at "

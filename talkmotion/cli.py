@@ -43,7 +43,8 @@ def _errors():
     found = [UserError, AudioError, ConfigError, ClipError, FramesFileError, FileNotFoundError]
     for mod, name in (("talkmotion.checkpoint", "CheckpointError"), ("talkmotion.assets", "AssetError"),
                       ("talkmotion.sinks.udp", "SinkError"), ("talkmotion.live", "SourceError"),
-                      ("talkmotion.gltf", "GltfError"), ("talkmotion.render", "RenderError")):
+                      ("talkmotion.gltf", "GltfError"), ("talkmotion.render", "RenderError"),
+                      ("talkmotion.sinks", "OutputFormatError")):
         try:
             found.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):

@@ -20,6 +20,7 @@ from . import labels
 BLINK_CLOSE_S = 0.06      # lids closing
 BLINK_OPEN_S = 0.12       # lids reopening (slower than closing, as in people)
 BLINK_GAP_S = (2.0, 6.0)  # seconds between blinks: people blink ~10–20 times a minute when talking
+FIRST_BLINK_S = 1.0
 SACCADE_GAP_S = (0.6, 2.5)
 SACCADE_RANGE = 0.25      # largest procedural eyeLook* weight
 
@@ -38,27 +39,31 @@ class PostOptions:
     seed: int = 0                  # procedural blinks/gaze are reproducible for a seed
 
 
-def _gain(values, names, gain):
+MOUTH = labels.indices(labels.MOUTH)
+BROWS = labels.indices(labels.BROWS)
+EYE_LOOK = labels.indices(labels.EYE_LOOK)
+EYE_SQUINT = labels.indices(labels.EYE_SQUINT)
+EYE_BLINK = labels.indices(labels.EYE_BLINK)
+
+
+def _gain(values, idx, gain):
     if gain != 1.0:
-        idx = labels.indices(names)
         values[:, idx] = np.clip(values[:, idx] * gain, 0.0, 1.0)
     return values
 
 
 def shape_gains(values, start, fps, opt: PostOptions, state):
-    values = _gain(values, labels.MOUTH, opt.mouth_gain)
-    values = _gain(values, labels.BROWS, opt.brow_gain)
-    values[:, labels.HEAD_SLICE] *= opt.head_scale
+    values = _gain(values, MOUTH, opt.mouth_gain)
+    values = _gain(values, BROWS, opt.brow_gain)
+    if opt.head_scale != 1.0:
+        values[:, labels.HEAD_SLICE] *= opt.head_scale
     if opt.eye_contact:
-        idx = labels.indices(labels.EYE_LOOK)
-        values[:, idx] *= 1.0 - np.clip(opt.eye_contact, 0, 1)
+        values[:, EYE_LOOK] *= 1.0 - np.clip(opt.eye_contact, 0, 1)
     if opt.squint_limit < 1.0:
-        idx = labels.indices(labels.EYE_SQUINT)
-        values[:, idx] = np.minimum(values[:, idx], opt.squint_limit)
+        values[:, EYE_SQUINT] = np.minimum(values[:, EYE_SQUINT], opt.squint_limit)
     if opt.blink_symmetry:
-        idx = labels.indices(labels.EYE_BLINK)
-        mean = values[:, idx].mean(axis=1, keepdims=True)
-        values[:, idx] += (mean - values[:, idx]) * np.clip(opt.blink_symmetry, 0, 1)
+        mean = values[:, EYE_BLINK].mean(axis=1, keepdims=True)
+        values[:, EYE_BLINK] += (mean - values[:, EYE_BLINK]) * np.clip(opt.blink_symmetry, 0, 1)
     return values, state
 
 
@@ -89,6 +94,8 @@ def _events(start, count, fps, rng_state, next_frame, gap_s, make):
 def blinks(values, start, fps, opt: PostOptions, state):
     """Add procedural blinks (both eyes, human-like timing) to eyeBlinkLeft/Right."""
     rng_state, next_frame, recent = state
+    if next_frame is None:                    # first blink about a second into the stream
+        next_frame = start + int(FIRST_BLINK_S * fps)
     events, rng_state, next_frame = _events(start, len(values), fps, rng_state, next_frame, BLINK_GAP_S,
                                             lambda rng: rng.uniform(0.85, 1.0))
     recent = [e for e in recent + events if e[0] + (BLINK_CLOSE_S + BLINK_OPEN_S) * fps >= start]
@@ -100,8 +107,7 @@ def blinks(values, start, fps, opt: PostOptions, state):
         opening = np.clip(1 - (dt - BLINK_CLOSE_S) / BLINK_OPEN_S, 0, 1)
         shape = np.where(dt < BLINK_CLOSE_S, closing, opening) * (dt >= 0)
         lid = np.maximum(lid, depth * shape)
-    idx = labels.indices(labels.EYE_BLINK)
-    values[:, idx] = np.maximum(values[:, idx], lid[:, None])
+    values[:, EYE_BLINK] = np.maximum(values[:, EYE_BLINK], lid[:, None])
     return values, (rng_state, next_frame, recent)
 
 
@@ -145,11 +151,13 @@ class PostProcessor:
         first = lambda s: np.random.default_rng(s)  # noqa: E731
         self.state = {
             shape_gains: None, smooth: None,
-            blinks: (first(seeds[0]).bit_generator.state, int(1.0 * 30), []),
+            blinks: (first(seeds[0]).bit_generator.state, None, []),
             gaze: (first(seeds[1]).bit_generator.state, 0, np.zeros(2, np.float32)),
         }
 
     def __call__(self, values: np.ndarray, start: int, fps: float) -> np.ndarray:
+        if len(values) == 0:
+            return values
         values = np.array(values, np.float32, copy=True)
         for effect in self.effects:
             values, self.state[effect] = effect(values, start, fps, self.options, self.state[effect])

@@ -167,10 +167,7 @@ class Trainer:
     def _build_model(self) -> TalkModel:
         cfg = self.cfg
         if cfg.init:
-            model = load_model(cfg.init).train()
-            if self.rank == 0:
-                print(f"train: fine-tuning from {cfg.init} (its dims are used)")
-            return model
+            return self._fine_tune_start(cfg.init)
         model = TalkModel(cfg.model).train()
         mean, std, valid = self.train_set.label_stats()
         model.label_mean.copy_(torch.from_numpy(mean))
@@ -184,6 +181,25 @@ class Trainer:
         blend_mean = torch.from_numpy(np.clip(mean[labels.BLENDSHAPE_SLICE], 1e-3, 1 - 1e-3))
         with torch.no_grad():
             model.decoder.blend_head.bias.copy_(torch.log(blend_mean / (1 - blend_mean)))
+        return model
+
+    def _fine_tune_start(self, path: str) -> TalkModel:
+        """The checkpoint's model, also learning channels the new data has and it lacked.
+
+        Its normalisation is kept for the channels it knows (the fed-back frames must
+        look as they did in training); new channels take the new data's statistics.
+        """
+        model = load_model(path).train()
+        mean, std, valid = self.train_set.label_stats()
+        new = torch.from_numpy(valid) & ~model.trained
+        with torch.no_grad():
+            model.label_mean[new] = torch.from_numpy(mean)[new]
+            model.label_std[new] = torch.from_numpy(np.maximum(std, self.cfg.loss.std_floor))[new]
+            model.trained |= new
+        if self.rank == 0:
+            added = [c for c, n in zip(labels.CHANNELS, new.tolist()) if n]
+            print(f"train: fine-tuning from {path} (its dims are used)"
+                  + (f"; also learning {', '.join(added)}" if added else ""))
         return model
 
     def _wrap_ddp(self):

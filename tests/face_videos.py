@@ -45,8 +45,9 @@ def tone(seconds: float, freq: float = 220.0, level: float = 0.3) -> np.ndarray:
 
 
 def write_video(path: Path, frames, fps: float = 30.0, audio: np.ndarray | None = None,
-                codec: str = "libx264") -> Path:
-    """Encode (time_s, rgb (H, W, 3) uint8) pairs, in time order, plus optional 16 kHz mono audio."""
+                codec: str = "libx264", audio_start: float = 0.0) -> Path:
+    """Encode (time_s, rgb (H, W, 3) uint8) pairs, in time order, plus optional 16 kHz mono audio
+    whose first sample is at `audio_start` seconds."""
     import av
 
     path = Path(path)
@@ -72,17 +73,17 @@ def write_video(path: Path, frames, fps: float = 30.0, audio: np.ndarray | None 
         for packet in video.encode():
             out.mux(packet)
         if audio_stream is not None:
-            _write_audio(out, audio_stream, audio)
+            _write_audio(out, audio_stream, audio, int(round(audio_start * AUDIO_RATE)))
     return path
 
 
-def _write_audio(out, stream, pcm: np.ndarray, block: int = 1024) -> None:
+def _write_audio(out, stream, pcm: np.ndarray, offset: int = 0, block: int = 1024) -> None:
     import av
 
     for start in range(0, pcm.size, block):
         chunk = pcm[start:start + block]
         frame = av.AudioFrame.from_ndarray(chunk[None, :].astype(np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = AUDIO_RATE, start
+        frame.sample_rate, frame.pts = AUDIO_RATE, offset + start
         frame.time_base = Fraction(1, AUDIO_RATE)
         for packet in stream.encode(frame):
             out.mux(packet)

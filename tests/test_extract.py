@@ -309,3 +309,18 @@ def test_two_faces_are_masked_and_the_clip_filtered(tmp_path):
     kept = tmp_path / "kept"
     assert extract(video, "-o", kept, "--max-multi-face-ratio", "1", "--min-face-ratio", "0") == 0
     assert not load_clip(clip_path(kept, f"{video_id(video)}-0000")).mask.any()
+
+
+def test_audio_starting_after_the_picture_stays_aligned(tmp_path):
+    face = rotated(astronaut_face(), 0.0, 256)
+    video = write_video(tmp_path / "late.mp4", [(i / 30, face) for i in range(60)], audio=tone(1.5),
+                        audio_start=0.5)
+    out = tmp_path / "data"
+    assert extract(video, "-o", out, "--clip-seconds", "2") == 0
+    clip = load_clip(clip_path(out, f"{video_id(video)}-0000"))
+    assert clip.audio.size == 2 * SAMPLE_RATE
+
+    def level(a, b):
+        return float(np.sqrt(np.mean(clip.audio[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)] ** 2)))
+
+    assert level(0.0, 0.45) < 0.01 and level(0.55, 1.9) > 0.15     # silence until the sound starts at 0.5 s

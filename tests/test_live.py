@@ -114,3 +114,41 @@ def test_websocket_audio_in_json_frames_out(tiny_model):
 def test_unreachable_websocket_source_names_the_url():
     with pytest.raises(SourceError, match=r"ws://127\.0\.0\.1:9/none: cannot connect"):
         asyncio.run(collect(websocket_source("ws://127.0.0.1:9/none")))
+
+
+def test_websocket_viewer_leaving_mid_stream_does_not_disturb_others(tiny_model):
+    pcm = tone(1.0)
+
+    async def chunks():
+        for i in range(0, pcm.size, 1600):
+            yield pcm[i:i + 1600]
+            await asyncio.sleep(0.01)
+
+    async def go():
+        sink = WebSocketBroadcastSink("127.0.0.1:0")
+        animator = Animator(tiny_model)
+        sink.open(animator.fps, "tiny", animator.latency_ms)
+        await sink.start()
+        url = f"ws://127.0.0.1:{sink.port}/"
+        async with aiohttp.ClientSession() as http:
+            stays = await http.ws_connect(url)
+            leaves = await http.ws_connect(url)
+            await stays.receive()
+            await leaves.receive()
+
+            async def leave_soon():
+                await asyncio.sleep(0.2)
+                await leaves.close()
+
+            leaving = asyncio.create_task(leave_soon())
+            await run_stream(chunks(), animator, [sink], realtime=False)
+            await leaving
+            sink.close()
+            frames = [json.loads(m.data) async for m in stays]
+            await stays.close()
+        await sink.stop()
+        return frames, len(sink.clients)
+
+    frames, clients_left = asyncio.run(go())
+    rows = sum(len(m["values"]) for m in frames)
+    assert rows == num_frames(pcm.size) and clients_left == 0

@@ -60,7 +60,7 @@ def speech_file(tmp_path_factory) -> Path:
 def server():
     """`talkmotion serve` with the embedded default model, in its own process."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "talkmotion.cli", "serve", "--port", str(port), "--model", "/tmp/tm/tiny.safetensors"],
+    proc = subprocess.Popen([sys.executable, "-m", "talkmotion.cli", "serve", "--port", str(port), "--model", "/tmp/tm/default_wip.safetensors"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -87,7 +87,7 @@ def page(server):
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 800, "height": 500})
+        page = browser.new_page(viewport={"width": 1000, "height": 720})
         errors: list[str] = []
         page.on("pageerror", lambda err: errors.append(str(err)))
         page.goto(server[0] + "/")

@@ -815,7 +815,8 @@ def extract_batch(videos: list[Path], root: Path, shard: tuple[int, int], option
     _Batch(root, manifest, report, stall_timeout, progress).run(jobs, workers)
     report.wall_seconds = time.monotonic() - started
     ids = [video_id(v) for v in videos if path_hash(v) % shard[1] == shard[0]]
-    manifest.info["summary"] = asdict(report)
+    manifest.info["summary"] = {**asdict(report), "videos": {
+        vid: video_stats([manifest.entries[c] for c in settled_clips(manifest, vid)]) for vid in ids}}
     manifest.save()
     if not quiet:
         print(summary_table(manifest, ids))

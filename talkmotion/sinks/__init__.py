@@ -22,6 +22,14 @@ FILE_FORMATS: dict[str, tuple[str, str]] = {
 }
 
 
+# Formats whose files end in something other than ".<format>".
+EXTENSIONS: dict[str, str] = {"livelink": "livelink.csv"}
+
+
+class OutputFormatError(ValueError):
+    """An output path or format talkmotion cannot write."""
+
+
 class Sink:
     """Base of every output: open → write* → close | abort."""
 
@@ -71,8 +79,14 @@ def file_format(path: str | Path, fmt: str | None = None) -> str:
         fmt = "livelink"
     fmt = (fmt or Path(path).suffix.lstrip(".")).lower()
     if fmt not in FILE_FORMATS:
-        raise ValueError(f"{path}: unknown output format {fmt!r}; known formats: {', '.join(FILE_FORMATS)}")
+        raise OutputFormatError(f"{path}: unknown output format {fmt!r}; known formats: "
+                                f"{', '.join(FILE_FORMATS)}")
     return fmt
+
+
+def extension(fmt: str) -> str:
+    """File extension (without the dot) for a format name."""
+    return EXTENSIONS.get(fmt, fmt)
 
 
 def file_sink(path: str | Path, fmt: str | None = None, **options) -> FileSink:

@@ -101,19 +101,23 @@ class WebSocketBroadcastSink(Sink):
         await ws.prepare(request)
         queue: asyncio.Queue = asyncio.Queue(MAX_PENDING)
         self.clients[ws] = queue
+        sender = asyncio.create_task(self._send_queued(ws, queue))
         try:
-            await ws.send_str(self.hello)
-            while True:
-                text = await queue.get()
-                if text is None:
-                    break
-                await ws.send_str(text)
-        except ConnectionError:
-            pass  # the client went away; nothing to tell it
+            async for _ in ws:  # clients send nothing; reading notices when one leaves
+                pass
         finally:
             self.clients.pop(ws, None)
-            await ws.close()
+            sender.cancel()
         return ws
+
+    async def _send_queued(self, ws, queue: asyncio.Queue) -> None:
+        try:
+            await ws.send_str(self.hello)
+            while (text := await queue.get()) is not None:
+                await ws.send_str(text)
+        except ConnectionError:
+            return  # the client went away; nothing to tell it
+        await ws.close()
 
     def write(self, frames: Frames) -> None:
         if not len(frames):
@@ -130,13 +134,14 @@ class WebSocketBroadcastSink(Sink):
                 queue.put_nowait(None)
 
     def close(self, duration: float | None = None) -> None:
+        """End every client's stream after what it has been sent so far."""
         for queue in self.clients.values():
             if queue.full():
                 queue.get_nowait()  # the oldest frame matters least
             queue.put_nowait(None)
 
     async def stop(self) -> None:
-        self.close()
+        """Stop listening, once the clients have their last frames."""
         if self.runner is not None:
             await asyncio.sleep(0)  # let client tasks send what they hold
             await self.runner.cleanup()

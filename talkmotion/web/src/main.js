@@ -298,7 +298,10 @@ async function main() {
       if (file) playFile(file).catch((err) => status(err.message, true));
     };
     $("mic").onclick = () => startMic().catch((err) => status(err.message, true));
-    $("stop").onclick = stop;
+    $("stop").onclick = () => {
+      stop();
+      status("stopped");
+    };
     tick();
     await useAvatar("/avatar/reference.vrm", "reference avatar");
     debug.ready = true;

@@ -1,0 +1,130 @@
+"""Label spec, time convention, log-mel, frames file, config and post-processing."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from talkmotion import labels
+from talkmotion.audio import MelStream, frame_to_sample, log_mel, num_frames
+from talkmotion.config import ConfigError, from_dict
+from talkmotion.frames import Frames, FramesFileError
+from talkmotion.postprocess import PostOptions, PostProcessor
+
+
+def test_label_spec_is_arkit_52_plus_head():
+    assert labels.NUM_BLENDSHAPES == 52 and len(set(labels.BLENDSHAPES)) == 52
+    assert labels.CHANNELS[-3:] == ("pitch", "yaw", "roll")
+    assert "tongueOut" in labels.BLENDSHAPES and "_neutral" not in labels.BLENDSHAPES
+    assert labels.to_pascal("jawOpen") == "JawOpen" and labels.from_pascal("EyeBlinkLeft") == "eyeBlinkLeft"
+
+
+def test_mediapipe_categories_map_by_name():
+    scores = {"_neutral": 0.9, "jawOpen": 0.4, "eyeBlinkRight": 0.7}
+    weights, valid = labels.from_mediapipe(scores)
+    assert weights[labels.index("jawOpen")] == pytest.approx(0.4) and valid[labels.index("jawOpen")]
+    assert not valid[labels.index("tongueOut")]
+    with pytest.raises(KeyError):
+        labels.from_mediapipe({"notAShape": 1.0})
+
+
+def test_vrm_presets_follow_arkit():
+    row = np.zeros(52, np.float32)
+    row[labels.index("jawOpen")] = 0.8
+    presets = labels.to_vrm_presets(row)
+    assert presets["aa"] > 0.5 and presets["ou"] == 0
+    row[:] = 0
+    row[labels.index("eyeBlinkLeft")] = row[labels.index("eyeBlinkRight")] = 1.0
+    presets = labels.to_vrm_presets(row)
+    assert presets["blink"] == 1.0 and presets["blinkLeft"] == 0.0
+
+
+def test_sample_offsets_never_drift():
+    fps, sr = 30, 16000
+    i = np.arange(0, 30 * 3600)           # an hour of frames
+    starts = frame_to_sample(i, fps, sr)
+    assert abs(int(starts[-1]) - round(i[-1] * sr / fps)) == 0
+    assert num_frames(16000 * 3600, fps, sr) == 30 * 3600
+    assert num_frames(16001, fps, sr) == 31
+
+
+def test_log_mel_same_in_pieces():
+    x = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
+    stream = MelStream()
+    pieces = np.concatenate([stream.push(x[i:i + 123]) for i in range(0, x.size, 123)])
+    np.testing.assert_allclose(pieces, log_mel(x), atol=1e-5)
+    assert log_mel(x).shape == ((16000 - 400) // 160 + 1, 80)
+
+
+def test_frames_file_round_trip_by_name():
+    values = np.random.default_rng(0).random((5, labels.NUM_CHANNELS)).astype(np.float32)
+    obj = Frames(values, fps=30, latency_ms=93.3, model="m").to_json()
+    # Reorder columns: readers must go by name, not position.
+    names = obj["blendshapes"] + obj["head"]
+    order = np.random.default_rng(1).permutation(len(names))
+    obj["blendshapes"], obj["head"] = [names[k] for k in order], []
+    obj["frames"] = [[row[k] for k in order] for row in obj["frames"]]
+    back = Frames.from_json(obj)
+    np.testing.assert_allclose(back.values, values, atol=1e-5)
+    obj["version"] = 2
+    with pytest.raises(FramesFileError, match="version"):
+        Frames.from_json(obj)
+
+
+def test_frames_resample_keeps_duration():
+    values = np.zeros((30, labels.NUM_CHANNELS), np.float32)
+    values[:, labels.index("jawOpen")] = np.linspace(0, 1, 30)
+    frames = Frames(values, fps=30, duration=1.0)
+    sixty = frames.resample(60)
+    assert len(sixty) == 60 and sixty.channel("jawOpen")[-1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not supported"):
+        frames.resample(29)
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    rate: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    inner: Inner = dataclasses.field(default_factory=Inner)
+
+
+def test_config_types_and_nesting():
+    assert from_dict(Outer, {"inner": {"rate": 2}}).inner.rate == 2.0
+    with pytest.raises(ConfigError, match="inner.rate: expected float"):
+        from_dict(Outer, {"inner": {"rate": "fast"}})
+    with pytest.raises(ConfigError, match="unknown key.*valid keys are rate"):
+        from_dict(Outer, {"inner": {"rte": 1}})
+
+
+def run_post(options, values, chunk):
+    post = PostProcessor(options, predicted=set(labels.CHANNELS) - set(labels.EYE_BLINK) - set(labels.EYE_LOOK))
+    return np.concatenate([post(values[k:k + chunk], k, 30) for k in range(0, len(values), chunk)])
+
+
+def test_post_processing_is_chunking_invariant():
+    values = np.random.default_rng(0).random((900, labels.NUM_CHANNELS)).astype(np.float32) * 0.3
+    opts = PostOptions(mouth_gain=1.3, smoothing_ms=40, blink_symmetry=0.5)
+    whole = run_post(opts, values, 900)
+    np.testing.assert_allclose(run_post(opts, values, 1), whole, atol=1e-6)
+    np.testing.assert_allclose(run_post(opts, values, 7), whole, atol=1e-6)
+
+
+def test_procedural_blinks_have_human_rate_and_shape():
+    values = np.zeros((30 * 60, labels.NUM_CHANNELS), np.float32)    # one minute
+    out = run_post(PostOptions(), values, 10)
+    lid = out[:, labels.index("eyeBlinkLeft")]
+    onsets = np.flatnonzero((lid[1:] > 0.5) & (lid[:-1] <= 0.5))
+    assert 8 <= len(onsets) <= 30                # people blink ~10–20 times a minute
+    closed = (lid > 0.5).sum() / len(onsets) / 30
+    assert 0.03 <= closed <= 0.25                # each blink is closed for tens of ms
+    np.testing.assert_array_equal(lid, out[:, labels.index("eyeBlinkRight")])
+
+
+def test_blinks_off_when_the_model_predicts_them():
+    post = PostProcessor(PostOptions(), predicted=set(labels.CHANNELS))
+    out = post(np.zeros((900, labels.NUM_CHANNELS), np.float32), 0, 30)
+    assert out[:, labels.index("eyeBlinkLeft")].max() == 0
