@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -280,7 +282,10 @@ def build_sinks(args) -> list[Sink]:
     sinks += [LiveLinkUdpSink(a, subject=args.livelink_subject) for a in args.livelink]
     if args.ws:
         sinks.append(WebSocketBroadcastSink(args.ws))
-    sinks += [file_sink(p) for p in args.output]
+    try:
+        sinks += [file_sink(p) for p in args.output]
+    except ValueError as err:  # an unknown file extension
+        raise SinkError(str(err)) from None
     return sinks
 
 
@@ -295,11 +300,30 @@ def run(args) -> int:
     source = open_source(args.input, args.pcm_format, args.device, args.seconds)  # checks the input first
     model = load_model(args.model)
     animator = Animator(model, options_from_args(args))
-    stats = asyncio.run(_stream(source, animator, sinks, realtime=not args.fast, model_name=args.model or "default"))
+    logging.basicConfig(level=logging.WARNING, format="talkmotion stream: %(message)s")
+    stats = asyncio.run(_stream(source, animator, sinks, realtime=not args.fast, model_name=animator.name))
     print(f"talkmotion stream: {stats.frames} frames, {stats.audio_seconds:.2f} s of audio in "
           f"{stats.wall_seconds:.2f} s; {stats.real_time_factor:.1f}× real time compute; "
           f"{stats.late_frames} late frames", file=sys.stderr)
     return 0
+
+
+async def _until_interrupted(source: AsyncIterator[np.ndarray]) -> AsyncIterator[np.ndarray]:
+    """The source until Ctrl-C, which ends a microphone stream like end of input: files still get written."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        pass
+    try:
+        async for chunk in source:
+            yield chunk
+            if stop.is_set():
+                print("talkmotion stream: stopping at Ctrl-C; finishing the outputs", file=sys.stderr)
+                break
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _stream(source, animator, sinks: list[Sink], realtime: bool, model_name: str) -> StreamStats:
@@ -313,7 +337,7 @@ async def _stream(source, animator, sinks: list[Sink], realtime: bool, model_nam
             if isinstance(sink, WebSocketBroadcastSink):
                 await sink.start()
                 print(f"talkmotion stream: WebSocket frames at ws://{sink.host}:{sink.port}/", file=sys.stderr)
-        stats = await run_stream(source, animator, sinks, realtime=realtime)
+        stats = await run_stream(_until_interrupted(source), animator, sinks, realtime=realtime)
     except BaseException:
         for sink in opened:
             sink.abort()

@@ -282,6 +282,7 @@ class TalkServer:
         try:
             return await handler(request)
         except Refusal as err:
+            log.info("refused %s %s: %s", request.method, request.path, err)
             return web.json_response({"error": str(err)}, status=err.status)
 
     @web.middleware
@@ -385,6 +386,7 @@ class TalkServer:
                 try:
                     await session.handle(msg)
                 except Refusal as err:
+                    log.info("refused a WebSocket client: %s", err)
                     await ws.send_str(error_message(str(err)))
                     await ws.close(code=err.close_code, message=str(err)[:120].encode())
                     break
@@ -460,6 +462,8 @@ def run(args) -> int:
     from .checkpoint import load_model
 
     torch.set_num_threads(max(1, args.torch_threads))
+    logging.basicConfig(level=logging.WARNING, format="talkmotion serve: %(message)s")
+    logging.getLogger("talkmotion").setLevel(logging.INFO)  # refusals and dropped clients, one line each
     limits = ServeLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_messages_per_second=args.max_rate,
                          max_sessions=args.max_sessions, allowed_origins=tuple(args.allow_origin))
     server = TalkServer(load_model(args.model), limits)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
+import os
 import socket
+import struct
 import threading
+import time
 
 import aiohttp
 import numpy as np
@@ -304,15 +308,21 @@ def test_client_vanishing_mid_stream_leaves_server_healthy(make_server, tiny_mod
     r = make_server(max_sessions=2)
     pcm = speech_like(0.6)
 
-    async def vanish():
-        http = aiohttp.ClientSession()
-        ws = await http.ws_connect(r.ws_url)
-        await ws.receive()
-        await ws.send_bytes(pcm[:4000].astype("<f4").tobytes())
-        ws._response.connection.transport.abort()  # no close handshake: the network just drops
-        await http.close()
+    def vanish():
+        """Open a WebSocket by hand, send half a stream, then reset the connection: no close handshake."""
+        sock = socket.create_connection(("127.0.0.1", r.port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+        payload = pcm[:4000].astype("<f4").tobytes()
+        # binary frame, masked (clients must mask) with an all-zero key, 16-bit length
+        sock.sendall(bytes([0x82, 0x80 | 126]) + struct.pack(">H", len(payload)) + b"\0\0\0\0" + payload)
+        time.sleep(0.2)  # let the server start on it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        sock.close()
 
-    asyncio.run(vanish())
+    vanish()
     for _ in range(3):  # more sessions than the limit: the vanished one's slot came back
         messages, end = asyncio.run(stream_session(r.ws_url, pcm))
         np.testing.assert_allclose(rows(messages), offline(tiny_model, pcm), atol=2e-4)

@@ -21,7 +21,7 @@ const DEBUG_SAMPLES = 2000;     // (audio time, mouth) samples kept for tests
 const $ = (id) => document.getElementById(id);
 const debug = {
   ready: false, error: null, mode: "idle", avatar: null, framesReceived: 0, lastIndex: -1,
-  audioTime: 0, ended: false, samples: [],
+  audioTime: 0, ended: false, played: 0, samples: [],
   mouth: () => (rig ? rig.mouthInfluence() : 0),
   frame: (index) => track.values[index] || null,   // a received frame row, by index
   influences: () => (rig ? rig.influences() : {}),
@@ -199,6 +199,7 @@ function finish() {
   playback = null;
   debug.mode = "idle";
   debug.ended = true;
+  debug.played += 1;
   if (rig) rig.rest();
   status("done");
 }

@@ -1,0 +1,72 @@
+"""The embedded default model: shipped within budget, loads alone, and lip-syncs real TTS speech."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from talkmotion import labels
+from talkmotion.animate import animate_pcm
+from talkmotion.assets import DEFAULT_MODEL, SAMPLE_SPEECH
+from talkmotion.audio import load_audio
+from talkmotion.checkpoint import load_model, read_header
+
+MAX_BYTES = 20 * 2**20
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def test_default_model_file_is_small_and_self_describing():
+    assert DEFAULT_MODEL.stat().st_size <= MAX_BYTES
+    header = read_header(DEFAULT_MODEL)
+    assert header["spec"] == labels.SPEC_ID
+    assert "jawOpen" in header["predicted"] and "mouthClose" in header["predicted"]
+    assert "eyeBlinkLeft" not in header["predicted"]          # left to procedural blinks
+    assert header["training"]["steps"] > 0 and header["training"]["sources"]
+
+
+def test_default_latency_is_under_100ms(model):
+    assert model.dims.latency_ms <= 100
+
+
+def test_mouth_moves_with_speech_and_rests_in_silence(model):
+    speech = load_audio(SAMPLE_SPEECH)
+    silence = np.zeros(16000 * 2, np.float32)
+    frames = animate_pcm(model, np.concatenate([speech, silence]))
+    jaw = frames.channel("jawOpen")
+    talking, quiet = jaw[30:int(len(speech) / 16000 * 30) - 15], jaw[-30:]
+    assert talking.std() > 0.03                       # opens and closes while talking
+    assert talking.mean() > 3 * quiet.mean() + 0.02  # and rests when the voice stops
+    assert quiet.max() < 0.08
+
+
+def test_lip_sync_on_unseen_tts_beats_the_energy_baseline(model, tmp_path):
+    """Fresh clips from the real TTS engines (seed not used for the shipped corpus)."""
+    from talkmotion.eval import evaluate, load_clips, model_source
+
+    out = tmp_path / "tts"
+    proc = subprocess.run([sys.executable, "-m", "talkmotion", "corpus", "synth", "-o", str(out), "--clips", "12",
+                           "--seed", "77", "--workers", "2", "--no-progress"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    clips = load_clips(out)
+    predict, _ = model_source("default")
+    report = evaluate(clips, {"model": predict})
+    ours, energy = report["sources"]["model"]["summary"], report["sources"]["energy"]["summary"]
+    assert ours["open_closed_auc"] >= 0.9
+    assert ours["silence_closure"] >= 0.9
+    assert abs(ours["lag_ms"]) <= 34
+    assert ours["bilabial_closure"] > energy["bilabial_closure"]
+    assert ours["rounding_auc"] > energy["rounding_auc"] + 0.1
+    assert ours["l1_mouth"] < energy["l1_mouth"]
+
+
+def test_demo_command_writes_outputs(tmp_path):
+    out = tmp_path / "demo.json"
+    proc = subprocess.run([sys.executable, "-m", "talkmotion", "animate", str(SAMPLE_SPEECH), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 10_000
