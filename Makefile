@@ -2,7 +2,8 @@
 # and are quick when it is already done: the stamp is rebuilt only when its inputs change.
 VENV := .venv
 STAMP := $(VENV)/.setup-stamp
-SETUP_INPUTS := pyproject.toml scripts/setup.sh talkmotion/assets/__init__.py $(wildcard talkmotion/web/package*.json talkmotion/web/build.mjs)
+SETUP_INPUTS := pyproject.toml scripts/setup.sh talkmotion/assets/__init__.py \
+	$(wildcard talkmotion/web/package*.json talkmotion/web/build.mjs talkmotion/web/src/*)
 
 .PHONY: setup demo test bench clean
 

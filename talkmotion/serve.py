@@ -221,7 +221,7 @@ class Session:
             changes = parse_options(obj.get("options", {}), "options", live_only=True)
             self.options.update(changes)
             # Numeric controls are read on every chunk: change them without a restart.
-            self.animator.post.options = dataclasses.replace(self.animator.post.options, **changes)
+            self.animator.set_options(dataclasses.replace(self.animator.options, **changes))
         elif kind == "end":
             frames = await self.server.compute(self.animator.flush)
             await self.send_frames(frames)

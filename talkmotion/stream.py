@@ -160,6 +160,15 @@ class Animator:
         self.audio = MelFeatures(self.runtime) if d.encoder == "mel" else PretrainedFeatures(self.runtime)
         self.post.reset()
 
+    @property
+    def options(self) -> PostOptions:
+        return self.post.options
+
+    def set_options(self, options: PostOptions) -> None:
+        """Change the post-processing mid-stream. Gains, limits and smoothing apply from the
+        next frame; which procedural effects run (blinks, gaze) and the seed apply after reset()."""
+        self.post.options = options
+
     def push(self, pcm: np.ndarray) -> Frames:
         """Feed 16 kHz mono float samples (any count); get the frames that became ready."""
         pcm = check_pcm(pcm, "audio stream")
