@@ -128,3 +128,13 @@ def test_blinks_off_when_the_model_predicts_them():
     post = PostProcessor(PostOptions(), predicted=set(labels.CHANNELS))
     out = post(np.zeros((900, labels.NUM_CHANNELS), np.float32), 0, 30)
     assert out[:, labels.index("eyeBlinkLeft")].max() == 0
+
+
+def test_live_link_orders_are_permutations_of_the_label_spec():
+    """The Live Link CSV and UDP formats list the shapes in Apple's orders (which differ
+    from each other and from ours); each must still name every ARKit shape exactly once."""
+    from talkmotion.sinks.livelink_csv import CSV_SHAPE_ORDER
+    from talkmotion.sinks.livelink_udp import LIVE_LINK_ORDER
+
+    for order in (CSV_SHAPE_ORDER, LIVE_LINK_ORDER):
+        assert sorted(order) == sorted(labels.BLENDSHAPES)

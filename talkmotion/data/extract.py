@@ -52,6 +52,7 @@ import numpy as np
 from .. import labels
 from ..audio import FPS, SAMPLE_RATE, SUPPORTED_FPS
 from ..cli import UserError
+from ..workers import WorkerProcess
 from .clips import Clip, ClipError, Manifest, clip_path, save_clip
 from .video import (DEFAULT_MAX_SIDE, AudioTrack, FrameRateMeter, VideoError, first_video_time, iter_frames,
                     probe)
@@ -582,28 +583,11 @@ def _worker_main(conn) -> None:
             conn.send(("video", "failed", job.video_id, str(err)))
 
 
-class _Worker:
+class _Worker(WorkerProcess):
+    """An extraction worker: one video at a time, reporting each clip as it is settled."""
+
     def __init__(self, ctx):
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
-        self.job: VideoJob | None = None
-        self.heard = 0.0
-
-    def give(self, job: VideoJob) -> None:
-        self.job, self.heard = job, time.monotonic()
-        self.conn.send(asdict(job))
-
-    def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=2)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
+        super().__init__(ctx, _worker_main)
 
 
 class _Batch:
@@ -665,7 +649,7 @@ class _Batch:
                 kind, status, name, payload = w.conn.recv()
             except (EOFError, OSError):
                 break
-            w.heard = time.monotonic()
+            w.since = time.monotonic()
             if kind == "clip":
                 self.on_clip(w.job, status, name, payload)
             else:
@@ -676,7 +660,7 @@ class _Batch:
             return True
         if not w.process.is_alive():
             reason = f"the worker crashed (exit code {w.process.exitcode})"
-        elif time.monotonic() - w.heard > self.stall_timeout:
+        elif time.monotonic() - w.since > self.stall_timeout:
             reason = f"no progress for {self.stall_timeout:g} s; worker killed"
             w.process.kill()
             w.process.join()

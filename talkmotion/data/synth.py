@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..cli import UserError
+from ..workers import WorkerProcess
 from .clips import Clip, Manifest, clip_path, save_clip
 from .phonemes import SILENCE
 from .tts import TTSError, cover_audio, engine_module
@@ -275,33 +276,13 @@ def _worker_main(conn, root: str, timeout: float) -> None:
             conn.send(("failed", str(err)))
 
 
-class _Worker:
+class _Worker(WorkerProcess):
+    """A synthesis worker; it says "ready" once its engines are loaded."""
+
     def __init__(self, ctx, root: Path, timeout: float):
-        self.conn, child = ctx.Pipe()
         # festival's own timeout fires first (a clean message); the kill is for in-process engines
-        self.process = ctx.Process(target=_worker_main, args=(child, str(root), 0.8 * timeout), daemon=True)
-        self.process.start()
-        child.close()
-        self.spec: ClipSpec | None = None
-        self.started = 0.0
+        super().__init__(ctx, _worker_main, (str(root), 0.8 * timeout))
         self.ready = False
-
-    def give(self, spec: ClipSpec) -> None:
-        self.spec, self.started = spec, time.monotonic()
-        self.conn.send(asdict(spec))
-
-    def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=2)
-        self.kill()
-
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
 
 
 @dataclass
@@ -336,23 +317,23 @@ def build(root: Path, specs: list[ClipSpec], workers: int, timeout: float, info:
     queue = list(reversed(todo))
     bar = tqdm(total=len(todo), unit="clip", disable=not progress, file=sys.stderr, desc="corpus synth")
     try:
-        while queue or any(w.spec for w in pool):
+        while queue or any(w.job for w in pool):
             for w in pool:
-                if w.ready and w.spec is None and queue:
+                if w.ready and w.job is None and queue:
                     w.give(queue.pop())
-            busy = [w for w in pool if w.spec or not w.ready]
+            busy = [w for w in pool if w.job or not w.ready]
             ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=WORKER_POLL_S)
             for i, w in enumerate(pool):
                 if not w.ready:
                     _start_up(w, ready)
                     continue
-                if w.spec is None:
+                if w.job is None:
                     continue
                 outcome = _collect(w, ready, timeout)
                 if outcome is None:
                     continue
-                spec, (status, payload) = w.spec, outcome
-                w.spec = None
+                spec, (status, payload) = w.job, outcome
+                w.job = None
                 _record(manifest, report, spec, status, payload)
                 bar.update(1)
                 if status == "died":
@@ -390,12 +371,12 @@ def _collect(w: _Worker, ready, timeout: float):
             pass
     if not w.process.is_alive():
         code = w.process.exitcode
-        return "died", f"the worker crashed (exit code {code}) on {w.spec.engine} ({w.spec.voice}) " \
-                       f"{w.spec.text[:60]!r}"
-    if time.monotonic() - w.started > timeout:
+        return "died", f"the worker crashed (exit code {code}) on {w.job.engine} ({w.job.voice}) " \
+                       f"{w.job.text[:60]!r}"
+    if time.monotonic() - w.since > timeout:
         w.kill()
-        return "died", f"{w.spec.engine} ({w.spec.voice}) took more than {timeout:g} s on " \
-                       f"{w.spec.text[:60]!r}; worker killed"
+        return "died", f"{w.job.engine} ({w.job.voice}) took more than {timeout:g} s on " \
+                       f"{w.job.text[:60]!r}; worker killed"
     return None
 
 
