@@ -107,11 +107,10 @@ def _is_dir(out: str) -> bool:
     return out.endswith(("/", "\\")) or Path(out).is_dir()
 
 
-def write_outputs(frames: Frames, outputs: list[tuple[str, str]], fps: int, avatar: str | None = None) -> None:
+def write_outputs(frames: Frames, outputs: list[tuple[str, str]], avatar: str | None = None) -> None:
     """Write every output; `avatar` is the .glb/.vrm that glTF outputs animate (default: ours)."""
     from .sinks import file_sink
 
-    frames = frames.resample(fps)
     for path, fmt in outputs:
         if path == "-":
             import json
@@ -172,10 +171,11 @@ def run(args) -> int:
                 raise AudioError("stdin: no audio samples received")
         else:
             frames = animate_file(model, source, options, runtime, progress=not args.quiet)
-        write_outputs(frames, outputs, args.fps, args.avatar)
+        frames = frames.resample(args.fps)
+        write_outputs(frames, outputs, args.avatar)
         if not args.quiet:
             took = time.perf_counter() - start
-            print(f"{source}: {frames.seconds:.2f} s of audio → {len(frames.resample(args.fps))} frames at "
+            print(f"{source}: {frames.seconds:.2f} s of audio → {len(frames)} frames at "
                   f"{args.fps} fps, latency {frames.latency_ms:.0f} ms, {took:.2f} s "
                   f"({frames.seconds / max(took, 1e-9):.0f}× real time) → {', '.join(p for p, _ in outputs)}",
                   file=sys.stderr)

@@ -23,7 +23,7 @@ import torch
 from .checkpoint import header_of
 from .files import atomic_path, write_json
 from .model import TalkModel
-from .stream import Animator, DecoderStep, EncoderStep, TorchRuntime
+from .stream import Animator, EncoderStep, TorchRuntime
 
 OPSET = 17
 

@@ -225,14 +225,3 @@ class Animator:
         if drop > 0:
             self.features = self.features[drop:]
             self.feature_start += drop
-
-
-def stream_frames(model: TalkModel, chunks, options: PostOptions | None = None, runtime=None):
-    """Yield Frames for an iterable of PCM chunks, then the flushed remainder."""
-    animator = Animator(model, options, runtime)
-    for chunk in chunks:
-        frames = animator.push(chunk)
-        if len(frames):
-            yield frames
-    yield animator.flush()
-

@@ -35,6 +35,7 @@ from .checkpoint import load_model, save_model
 from .config import ConfigError, load as load_config, to_dict
 from .data.dataset import ClipSet, DataConfig, StepBatches, whole_clip_batch
 from .files import atomic_path, write_json
+from .metrics import summary_metrics
 from .model import ModelDims, TalkModel, shift_previous
 
 
@@ -225,7 +226,7 @@ class Trainer:
         scale = model.label_std
         targets = torch.where(batch["mask"], batch["labels"], model.label_mean)
         with self._autocast():
-            memory = self.ddp_features(batch)
+            memory = model.audio_features(batch["pcm"], batch["mel"])
             if self.cfg.sampling.mode == "parallel":
                 pred = parallel_pass(self.ddp, memory, targets, p_tf, self.gen)
             elif self.cfg.sampling.mode == "autoregressive":
@@ -234,9 +235,6 @@ class Trainer:
                 raise ConfigError(f"sampling.mode must be 'parallel' or 'autoregressive', "
                                   f"not {self.cfg.sampling.mode!r}")
         return masked_loss(pred.float(), batch["labels"], batch["mask"], scale, self.cfg.loss)
-
-    def ddp_features(self, batch):
-        return self.model.audio_features(batch["pcm"], batch["mel"])
 
     def _autocast(self):
         amp = self.cfg.optim.amp
@@ -294,7 +292,7 @@ class Trainer:
                                             self.cfg.loss)))
             preds.append(pred[0].numpy())
         report = {"val_loss": float(np.mean(losses))}
-        report.update(lip_metrics_or_empty(clips, preds))
+        report.update(summary_metrics(clips, preds))
         return report
 
     def ema_model(self) -> TalkModel:
@@ -399,15 +397,6 @@ class Trainer:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):
                     self.writer.add_scalar(f"{kind}/{k}", v, record["step"])
-
-
-def lip_metrics_or_empty(clips, preds) -> dict:
-    """Lip metrics from the eval module on validation predictions (empty if it is absent)."""
-    try:
-        from .metrics import summary_metrics
-    except ImportError:
-        return {}
-    return summary_metrics(clips, preds)
 
 
 def _tensorboard(out: Path):
