@@ -169,6 +169,7 @@ class MelStream:
         self.spec = spec
         self.window = np.hanning(spec.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
         self.bank = mel_filterbank(spec, sr)
+        self.offsets = np.arange(spec.n_fft)
         self.reset()
 
     def reset(self) -> None:
@@ -182,7 +183,8 @@ class MelStream:
         n = 0 if self.buffer.size < s.n_fft else (self.buffer.size - s.n_fft) // s.hop + 1
         if n == 0:
             return np.zeros((0, s.n_mels), np.float32)
-        frames = np.lib.stride_tricks.sliding_window_view(self.buffer, s.n_fft)[:: s.hop][:n] * self.window
+        starts = np.arange(0, n * s.hop, s.hop)
+        frames = self.buffer[starts[:, None] + self.offsets] * self.window   # (n, n_fft)
         spectrum = scipy.fft.rfft(frames, axis=1, workers=1)          # complex64 for float32 input
         power = spectrum.real ** 2 + spectrum.imag ** 2
         mel = np.log(np.maximum(power @ self.bank, s.floor))

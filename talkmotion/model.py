@@ -122,10 +122,13 @@ class CausalConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, C), past (B, context, C) normalised inputs → (B, T, C), new past."""
-        t = x.shape[1]
         h = torch.cat([past, self.norm(x)], dim=1)                        # (B, context+T, C)
-        taps = torch.cat([h[:, k * self.dilation: k * self.dilation + t] for k in range(self.kernel)], dim=-1)
-        return x + self.proj(F.gelu(self.conv(taps))), h[:, t:]
+        # Tap k is h[k*dilation : k*dilation + T], written with a constant end so an ONNX
+        # export with a dynamic T needs no shape arithmetic.
+        ends = [(self.kernel - 1 - k) * self.dilation for k in range(self.kernel)]
+        taps = torch.cat([h[:, k * self.dilation: -e] if e else h[:, k * self.dilation:]
+                          for k, e in enumerate(ends)], dim=-1)
+        return x + self.proj(F.gelu(self.conv(taps))), h[:, -self.context:] if self.context else h[:, :0]
 
 
 class MelEncoder(nn.Module):
@@ -152,10 +155,11 @@ class MelEncoder(nn.Module):
     def forward(self, mel: torch.Tensor, state: list[torch.Tensor]):
         """mel (B, 2m, n_mels) raw log-mel → features (B, m, d_model), new state."""
         x = torch.cat([state[0], (mel - self.mel_mean) / self.mel_std], dim=1)    # (B, 2m+2, n_mels)
-        b, t, c = x.shape
-        pairs = x.reshape(b, t // 2, 2 * c)                                       # (B, m+1, 2*n_mels)
-        h = F.gelu(self.inp(torch.cat([pairs[:, :-1], pairs[:, 1:]], dim=-1)))     # (B, m, d_audio)
-        new_state = [x[:, t - 2:]]
+        # Feature j's input: mel rows 2j .. 2j+3 of x side by side (strided slices, no reshape,
+        # so an ONNX export with a dynamic m needs no shape arithmetic).
+        taps = torch.cat([x[:, 0:-2:2], x[:, 1:-1:2], x[:, 2::2], x[:, 3::2]], dim=-1)  # (B, m, 4*n_mels)
+        h = F.gelu(self.inp(taps))                                                   # (B, m, d_audio)
+        new_state = [x[:, -2:]]
         for block, past in zip(self.blocks, state[1:]):
             h, past = block(h, past)
             new_state.append(past)
@@ -244,7 +248,7 @@ class Attention(nn.Module):
         new = kv if memory is None and memory_kv is None else None
         if cache is not None:
             kv = torch.cat([cache, kv], dim=2)
-        k, v = kv.split(self.head_dim, dim=-1)
+        k, v = kv[..., :self.head_dim], kv[..., self.head_dim:]   # constant slices: no shape ops in ONNX
         weights = torch.softmax(q @ k.transpose(-1, -2) + bias, dim=-1)  # (B, H, T, S)
         y = (weights @ v).transpose(1, 2).flatten(2)                      # (B, T, d)
         return self.out(y), new
@@ -306,14 +310,13 @@ class Decoder(nn.Module):
         return self.outputs(x)
 
     def memory_kv(self, memory: torch.Tensor) -> torch.Tensor:
-        """Audio features (B, S, d) → every layer's cross-attention keys/values (B, S, L, H, 2*dh)."""
-        return torch.stack([layer.cross_attn.project_kv(memory) for layer in self.layers], dim=1) \
-            .permute(0, 3, 1, 2, 4)
+        """Audio features (B, S, d) → every layer's cross-attention keys/values (L, B, H, S, 2*dh)."""
+        return torch.stack([layer.cross_attn.project_kv(memory) for layer in self.layers])
 
     def step(self, prev, window_kv, window_valid, cache, cache_valid):
         """One frame for a batch of streams (the streaming and ONNX path).
 
-        prev (B, 1, C) normalised previous frame; window_kv (B, W, L, H, 2*dh) cross keys and
+        prev (B, 1, C) normalised previous frame; window_kv (L, B, H, W, 2*dh) cross keys and
         values of the newest audio features (oldest first, from `memory_kv`) with window_valid
         (B, W) bool; cache (L, B, H, S-1, 2*dh) self keys/values of the S-1 previous frames
         (oldest first) with cache_valid (B, S-1) bool.
@@ -322,13 +325,12 @@ class Decoder(nn.Module):
         x = self.inp(prev)
         ones = torch.ones_like(cache_valid[:, :1])
         self_valid = torch.cat([cache_valid, ones], dim=1)                          # (B, S)
-        window_kv = window_kv.permute(2, 0, 3, 1, 4)                                # (L, B, H, W, 2*dh)
         new_cache = []
         for n, layer in enumerate(self.layers):
             sb = _step_bias(self.self_pos[n], self_valid)
             cb = _step_bias(self.cross_pos[n], window_valid)
             x, kv = layer(x, None, sb, cb, cache[n], memory_kv=window_kv[n])
-            new_cache.append(torch.cat([cache[n], kv], dim=2)[:, :, 1:])
+            new_cache.append(torch.cat([cache[n][:, :, 1:], kv], dim=2))
         return self.outputs(x), torch.stack(new_cache)
 
 

@@ -1,13 +1,13 @@
 """ONNX export of the streaming model and an ONNX Runtime backend for the Animator.
 
-Two graphs, with the streaming state as named inputs and outputs:
-  encoder_step.onnx  mel (1, 2m, n_mels), state_mel, state_block0.. → features_kv (1, m, L, H, 2*dh)
-                     (each new audio feature as every decoder layer's cross keys/values),
-                     next_state_mel, next_state_block0..
-  decoder_step.onnx  prev (1, 1, C), window_kv (1, W, L, H, 2*dh), window_valid (1, W),
-                     cache (L, 1, H, S-1, 2*dh), cache_valid (1, S-1) → frame (1, 1, C), next_cache
-plus model.json (the checkpoint header). `OnnxRuntime` runs them behind the same
-interface as `stream.TorchRuntime`, so the Animator's bookkeeping is shared.
+One graph, `frame_step.onnx`, computes one output frame from the audio it adds, with
+every piece of streaming state as a named input and output (see `stream.FrameStep`):
+  inputs   source (1, 2m, n_mels) mel frames, prev, window_kv, window_valid, cache,
+           cache_valid, state_mel, state_block0..
+  outputs  frame (1, 1, C), next_window_kv, next_window_valid, next_cache, next_cache_valid,
+           next_state_mel, next_state_block0..   (the frame is the next prev)
+plus model.json (the checkpoint header). `OnnxRuntime` runs it behind the same interface
+as `stream.TorchRuntime`, so the Animator's bookkeeping is shared.
 """
 
 from __future__ import annotations
@@ -23,50 +23,33 @@ import torch
 from .checkpoint import header_of
 from .files import atomic_path, write_json
 from .model import TalkModel
-from .stream import Animator, EncoderStep, TorchRuntime
+from .stream import Animator, FrameStep, TorchRuntime
 
 OPSET = 17
-
-
-def _state_names(model: TalkModel) -> list[str]:
-    return ["state_mel"] + [f"state_block{k}" for k in range(len(model.encoder.blocks))]
+GRAPH = "frame_step.onnx"
+GRAPH_VERSION = 2   # bump when the exported graph's inputs or outputs change (keys the export cache)
 
 
 def export(model: TalkModel, out_dir: str | Path) -> Path:
-    """Write encoder_step.onnx, decoder_step.onnx and model.json into out_dir."""
+    """Write frame_step.onnx and model.json into out_dir."""
     if model.dims.encoder != "mel":
         raise ValueError("ONNX export supports the mel encoder; pretrained encoders run in PyTorch")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    d = model.dims
-    states = model.encoder.initial_state(1)
-    names = _state_names(model)
-    mel = torch.zeros(1, 4, d.n_mels)
-    _export(EncoderStep(model), (mel, *states), out_dir / "encoder_step.onnx",
-            ["mel", *names], ["features_kv", *("next_" + n for n in names)],
-            {"mel": {1: "mel_frames"}, "features_kv": {1: "features"}})
-    runtime = TorchRuntime(model)
-    dh2 = 2 * d.d_model // d.n_heads
-    inputs = (torch.zeros(1, 1, d.n_channels), torch.zeros(1, d.audio_window, d.n_layers, d.n_heads, dh2),
-              torch.ones(1, d.audio_window, dtype=torch.bool),
-              torch.zeros(d.n_layers, 1, d.n_heads, d.self_window - 1, dh2),
-              torch.zeros(1, d.self_window - 1, dtype=torch.bool))
-    _export(runtime.decoder_step, inputs, out_dir / "decoder_step.onnx",
-            ["prev", "window_kv", "window_valid", "cache", "cache_valid"], ["frame", "next_cache"], {})
+    step = FrameStep(model.eval())
+    names = step.state_names()
+    source = torch.zeros(1, 4, model.dims.n_mels)
+    with atomic_path(out_dir / GRAPH) as tmp, torch.no_grad():
+        torch.onnx.export(step, (source, *step.initial_state()), str(tmp),
+                          input_names=["source", *names], output_names=["frame", *("next_" + n for n in names[1:])],
+                          dynamic_axes={"source": {1: "mel_frames"}}, opset_version=OPSET, dynamo=False)
     header = getattr(model, "header", None) or header_of(model, getattr(model, "name", ""))
     write_json(out_dir / "model.json", header)
     return out_dir
 
 
-def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
-    with atomic_path(path) as tmp, torch.no_grad():
-        torch.onnx.export(module, args, str(tmp), input_names=input_names, output_names=output_names,
-                          dynamic_axes=dynamic_axes or None, opset_version=OPSET, dynamo=False)
-
-
 class OnnxRuntime:
-    """The streaming steps in ONNX Runtime (one thread by default)."""
+    """The streaming step in ONNX Runtime (one thread by default)."""
 
     def __init__(self, model: TalkModel, onnx_dir: str | Path, threads: int = 1):
         import onnxruntime as ort
@@ -79,27 +62,21 @@ class OnnxRuntime:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # A streaming step is a few hundred microseconds: spinning threads only steal the core.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        onnx_dir = Path(onnx_dir)
         # MatMulAddFusion wraps every 3-D Linear in Reshapes, which cost more than they save here.
-        session = lambda name: ort.InferenceSession(  # noqa: E731
-            str(onnx_dir / name), opts, providers=["CPUExecutionProvider"], disabled_optimizers=["MatMulAddFusion"])
-        self.encoder = session("encoder_step.onnx")
-        self.decoder = session("decoder_step.onnx")
-        self.state_names = _state_names(model)
+        self.session = ort.InferenceSession(str(Path(onnx_dir) / GRAPH), opts, providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=["MatMulAddFusion"])
+        self.frame_step = FrameStep(model)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        if self.input_names[1:] != self.frame_step.state_names():
+            raise ValueError(f"{onnx_dir}/{GRAPH} has inputs {self.input_names}, "
+                             f"not those of this model's frame step")
 
-    def encoder_state(self):
-        return [s.numpy() for s in self.model.encoder.initial_state(1)]
+    def initial_state(self) -> list[np.ndarray]:
+        return [s.numpy() for s in self.frame_step.initial_state()]
 
-    def encode_mel(self, mel: np.ndarray, state):
-        feeds = {"mel": mel[None].astype(np.float32), **dict(zip(self.state_names, state))}
-        out = self.encoder.run(None, feeds)
-        return out[0][0], out[1:]
-
-    def decode(self, prev, window, window_valid, cache, cache_valid):
-        frame, cache = self.decoder.run(None, {
-            "prev": prev[None, None].astype(np.float32), "window_kv": window[None], "window_valid": window_valid[None],
-            "cache": cache, "cache_valid": cache_valid[None]})
-        return frame[0, 0], cache
+    def step(self, source: np.ndarray, state):
+        out = self.session.run(None, dict(zip(self.input_names, [source[None], *state])))
+        return out[0][0, 0], out
 
 
 def model_fingerprint(model: TalkModel) -> str:
@@ -113,8 +90,8 @@ def model_fingerprint(model: TalkModel) -> str:
 def onnx_runtime(model: TalkModel, threads: int = 1) -> OnnxRuntime:
     """An OnnxRuntime for `model`, exporting once into a cache folder keyed by the weights."""
     cache = Path(os.environ.get("TALKMOTION_CACHE", Path(tempfile.gettempdir()) / "talkmotion-onnx"))
-    out = cache / model_fingerprint(model)
-    if not (out / "decoder_step.onnx").exists():
+    out = cache / f"v{GRAPH_VERSION}-{model_fingerprint(model)}"
+    if not (out / GRAPH).exists():
         export(model, out)
     return OnnxRuntime(model, out, threads)
 
@@ -131,7 +108,7 @@ def compare_runtimes(model: TalkModel, runtime, pcm: np.ndarray, chunk: int = 32
 # --- CLI ---------------------------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    parser.add_argument("-o", "--out", required=True, help="output folder for the .onnx files")
+    parser.add_argument("-o", "--out", required=True, help="output folder for frame_step.onnx and model.json")
     parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
     parser.add_argument("--no-check", action="store_true", help="skip the PyTorch comparison")
 
@@ -147,7 +124,7 @@ def run(args) -> int:
         print(f"export-onnx: ONNX Runtime vs PyTorch over a 3 s stream: max |diff| = {diff:.2e}")
         if diff > 1e-3:
             raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.2e}")
-    print(f"export-onnx: wrote {out}/encoder_step.onnx, decoder_step.onnx, model.json")
+    print(f"export-onnx: wrote {out}/{GRAPH}, model.json")
     return 0
 
 

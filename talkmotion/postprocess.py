@@ -44,6 +44,11 @@ BROWS = labels.indices(labels.BROWS)
 EYE_LOOK = labels.indices(labels.EYE_LOOK)
 EYE_SQUINT = labels.indices(labels.EYE_SQUINT)
 EYE_BLINK = labels.indices(labels.EYE_BLINK)
+# Procedural gaze (x > 0: toward the avatar's left; y > 0: up) → eyeLook* weights.
+_GAZE = {"eyeLookOutLeft": (1, 0), "eyeLookInRight": (1, 0), "eyeLookInLeft": (-1, 0), "eyeLookOutRight": (-1, 0),
+         "eyeLookUpLeft": (0, 1), "eyeLookUpRight": (0, 1), "eyeLookDownLeft": (0, -1), "eyeLookDownRight": (0, -1)}
+GAZE_CHANNELS = labels.indices(list(_GAZE))
+GAZE_WEIGHTS = np.array(list(_GAZE.values()), np.float32).T             # (2, 8): (x, y) → channels
 
 
 def _gain(values, idx, gain):
@@ -82,6 +87,8 @@ def smooth(values, start, fps, opt: PostOptions, state):
 
 def _events(start, count, fps, rng_state, next_frame, gap_s, make):
     """Walk a random schedule of events over frames [start, start+count)."""
+    if next_frame >= start + count:       # nothing due: most streaming chunks
+        return [], rng_state, next_frame
     rng = np.random.default_rng()
     rng.bit_generator.state = rng_state
     events = []
@@ -99,6 +106,8 @@ def blinks(values, start, fps, opt: PostOptions, state):
     events, rng_state, next_frame = _events(start, len(values), fps, rng_state, next_frame, BLINK_GAP_S,
                                             lambda rng: rng.uniform(0.85, 1.0))
     recent = [e for e in recent + events if e[0] + (BLINK_CLOSE_S + BLINK_OPEN_S) * fps >= start]
+    if not recent:
+        return values, (rng_state, next_frame, recent)
     t = np.arange(start, start + len(values))[:, None] / fps
     lid = np.zeros(len(values), np.float32)
     for onset, depth in recent:
@@ -123,12 +132,8 @@ def gaze(values, start, fps, opt: PostOptions, state):
             current = events[k][1]
             k += 1
         target[t] = current
-    x, y = target[:, 0], target[:, 1]     # x > 0: toward the avatar's left; y > 0: up
-    put = {"eyeLookOutLeft": x, "eyeLookInRight": x, "eyeLookInLeft": -x, "eyeLookOutRight": -x,
-           "eyeLookUpLeft": y, "eyeLookUpRight": y, "eyeLookDownLeft": -y, "eyeLookDownRight": -y}
-    for name, v in put.items():
-        i = labels.index(name)
-        values[:, i] = np.maximum(values[:, i], np.clip(v, 0, 1))
+    looks = np.clip(target @ GAZE_WEIGHTS, 0, 1)                        # (T, 8)
+    values[:, GAZE_CHANNELS] = np.maximum(values[:, GAZE_CHANNELS], looks)
     return values, (rng_state, next_frame, current)
 
 

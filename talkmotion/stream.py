@@ -5,11 +5,14 @@ its end plus the model's look-ahead has arrived; `latency_ms` states that bound.
 Per-frame cost is constant in stream length: the encoder keeps only its conv
 history, the decoder a fixed-size KV cache, and the audio features a bounded window.
 
-Runtimes do the arithmetic (PyTorch here, ONNX Runtime in onnx_export.py); the
-Animator does the bookkeeping and is the same for both.
+Runtimes do the arithmetic, one `FrameStep` call per output frame (PyTorch here,
+ONNX Runtime in onnx_export.py); the Animator decides when a frame is due and which
+audio it adds, and is the same for both.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -22,112 +25,143 @@ from .model import FEATURE_HOP, TalkModel
 from .postprocess import PostOptions, PostProcessor
 
 
-class EncoderStep(nn.Module):
-    """Mel encoder over new mel frames, with its conv history as explicit state; returns
-    each new feature already projected to every decoder layer's cross keys/values."""
+class FrameStep(nn.Module):
+    """One output frame per call, with every piece of streaming state explicit.
 
-    def __init__(self, model: TalkModel):
-        super().__init__()
-        self.encoder = model.encoder
-        self.decoder = model.decoder
-
-    def forward(self, mel, *state):
-        feats, new_state = self.encoder(mel, list(state))
-        return (self.decoder.memory_kv(feats), *new_state)
-
-
-class DecoderStep(nn.Module):
-    """One output frame from the previous one: normalise → decoder step → untrained channels to rest."""
+    Inputs, in order (`state_names` names all but the first):
+      source        the audio this frame adds: mel frames (1, 2m, n_mels) for the mel encoder,
+                    or encoder features (1, m, d_model) for a pretrained one
+      prev          (1, 1, C) the previous output frame
+      window_kv     (L, 1, H, W, 2*dh) cross keys/values of the newest W audio features, oldest first
+      window_valid  (1, W) bool
+      cache         (L, 1, H, S-1, 2*dh) self keys/values of the previous S-1 frames, oldest first
+      cache_valid   (1, S-1) bool
+      state_mel, state_block0..  the mel encoder's conv history (mel encoder only)
+    Outputs: the frame (1, 1, C), which is the next `prev`, then the next value of every
+    other state input. Encoding, the window update and the decoder step are one call, so
+    ONNX Runtime runs one graph per frame and no per-frame arithmetic is left in Python.
+    """
 
     def __init__(self, model: TalkModel):
         super().__init__()
         self.model = model
+        self.mel = model.dims.encoder == "mel"
 
-    def forward(self, prev, window, window_valid, cache, cache_valid):
-        out, cache = self.model.decoder.step(self.model.normalise(prev), window, window_valid, cache, cache_valid)
-        return self.model.finish(out), cache
+    def state_names(self) -> list[str]:
+        names = ["prev", "window_kv", "window_valid", "cache", "cache_valid"]
+        if self.mel:
+            names += ["state_mel"] + [f"state_block{k}" for k in range(len(self.model.encoder.blocks))]
+        return names
+
+    def initial_state(self) -> list[torch.Tensor]:
+        d = self.model.dims
+        dh2 = 2 * d.d_model // d.n_heads
+        state = [torch.zeros(1, 1, d.n_channels),
+                 torch.zeros(d.n_layers, 1, d.n_heads, d.audio_window, dh2),
+                 torch.zeros(1, d.audio_window, dtype=torch.bool),
+                 torch.zeros(d.n_layers, 1, d.n_heads, d.self_window - 1, dh2),
+                 torch.zeros(1, d.self_window - 1, dtype=torch.bool)]
+        return state + (self.model.encoder.initial_state(1) if self.mel else [])
+
+    def forward(self, source, prev, window_kv, window_valid, cache, cache_valid, *encoder_state):
+        model, width = self.model, self.model.dims.audio_window
+        if self.mel:
+            feats, encoder_state = model.encoder(source, list(encoder_state))
+        else:
+            feats = source
+        new_kv = model.decoder.memory_kv(feats)                                        # (L, 1, H, m, 2*dh)
+        window_kv = torch.cat([window_kv, new_kv], dim=3)[:, :, :, -width:]
+        arrived = torch.ones(1, feats.shape[1], dtype=torch.bool)                      # (1, m)
+        window_valid = torch.cat([window_valid, arrived], dim=1)[:, -width:]
+        out, cache = model.decoder.step(model.normalise(prev), window_kv, window_valid, cache, cache_valid)
+        cache_valid = torch.cat([cache_valid[:, 1:], torch.ones_like(cache_valid[:, :1])], dim=1)
+        return (model.finish(out), window_kv, window_valid, cache, cache_valid, *encoder_state)
 
 
 class TorchRuntime:
-    """The model's streaming steps in eager PyTorch, batch 1."""
+    """The model's streaming step in PyTorch, batch 1. The state is opaque to callers.
 
-    def __init__(self, model: TalkModel):
+    By default the step is traced once into a TorchScript graph: at a few frames per call
+    eager PyTorch spends most of its time in Python between operators, and the traced
+    graph runs the same operators ~2× faster (BENCHMARKS.md). `traced=False` runs eager.
+    """
+
+    def __init__(self, model: TalkModel, traced: bool = True):
         self.model = model.eval()
         self.dims = model.dims
-        self.encoder_step = EncoderStep(model)
-        self.decoder_step = DecoderStep(model)
+        self.frame_step = FrameStep(model)
+        self.run = self._trace() if traced else self.frame_step
 
-    def encoder_state(self):
-        return [s.numpy() for s in self.model.encoder.initial_state(1)] if self.dims.encoder == "mel" else []
+    def _trace(self):
+        d = self.dims
+        width = d.n_mels if self.frame_step.mel else d.d_model
+        example = torch.zeros(1, 4 if self.frame_step.mel else 2, width)
+        with warnings.catch_warnings(), torch.inference_mode():
+            # TorchScript is deprecated in favour of torch.compile, which needs a C++
+            # toolchain and seconds of compiling; tracing is instant and exact here.
+            warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated")
+            traced = torch.jit.trace(self.frame_step, (example, *self.initial_state()), check_trace=False)
+            return torch.jit.freeze(traced.eval())
 
-    def encode_mel(self, mel: np.ndarray, state):
+    def initial_state(self) -> list[torch.Tensor]:
+        return self.frame_step.initial_state()
+
+    def step(self, source: np.ndarray, state):
+        """source (m', F) for one frame → frame (C,) and the next state."""
         with torch.inference_mode():
-            out = self.encoder_step(torch.from_numpy(mel[None]), *map(torch.from_numpy, state))
-        return out[0][0].numpy(), [s.numpy() for s in out[1:]]
-
-    def encode_block(self, pcm: np.ndarray, block: int, offset: int) -> np.ndarray:
-        with torch.inference_mode():
-            feats = self.model.encoder.block_features(torch.from_numpy(pcm[None]), block, offset)
-            return self.model.decoder.memory_kv(feats)[0].numpy()
-
-    def decode(self, prev, window, window_valid, cache, cache_valid):
-        with torch.inference_mode():
-            out, cache = self.decoder_step(torch.from_numpy(prev[None, None]), torch.from_numpy(window[None]),
-                                           torch.from_numpy(window_valid[None]), torch.from_numpy(cache),
-                                           torch.from_numpy(cache_valid[None]))
-        return out[0, 0].numpy(), cache.numpy()
+            out = self.run(torch.from_numpy(source[None]), *state)
+        return out[0][0, 0].numpy(), list(out)
 
 
-def kv_shape(dims) -> tuple[int, int, int]:
-    """Shape of one audio feature's cross keys/values: (layers, heads, 2 * head_dim)."""
-    return dims.n_layers, dims.n_heads, 2 * dims.d_model // dims.n_heads
+class MelSource:
+    """Audio → mel frames waiting for the encoder; each audio feature takes two."""
 
-
-class MelFeatures:
-    """Audio → encoder features for the mel encoder (mel frames are paired: 2 per feature)."""
-
-    def __init__(self, runtime):
-        self.runtime = runtime
+    def __init__(self, dims):
         self.mel = MelStream()
-        self.pending = np.zeros((0, runtime.dims.n_mels), np.float32)
-        self.state = runtime.encoder_state()
+        self.pending = np.zeros((0, dims.n_mels), np.float32)
 
     def push(self, pcm: np.ndarray) -> None:
-        """Take audio; the mel is computed now, the encoder runs later, once per frame batch."""
         self.pending = np.concatenate([self.pending, self.mel.push(pcm)])
 
-    def features(self) -> np.ndarray:
-        """Encode every complete pair of pending mel frames: (m, d_model)."""
-        usable = self.pending.shape[0] // 2 * 2
-        if usable == 0:
-            return np.zeros((0, *kv_shape(self.runtime.dims)), np.float32)
-        feats, self.state = self.runtime.encode_mel(self.pending[:usable], self.state)
-        self.pending = self.pending[usable:]
-        return feats
+    def available(self) -> int:
+        return self.pending.shape[0] // 2
+
+    def take(self, count: int) -> np.ndarray:
+        """The mel frames of the next `count` features, (2*count, n_mels)."""
+        out, self.pending = self.pending[:2 * count], self.pending[2 * count:]
+        return out
 
 
-class PretrainedFeatures:
-    """Audio → features for a pretrained encoder, in fixed blocks over a bounded history."""
+class PretrainedSource:
+    """Audio → pretrained-encoder features, computed in fixed blocks over a bounded history."""
 
-    def __init__(self, runtime):
-        self.runtime = runtime
-        self.dims = runtime.dims
+    def __init__(self, model: TalkModel):
+        self.encoder = model.encoder
+        self.dims = model.dims
         self.history = np.zeros(0, np.float32)   # the newest samples, bounded
         self.history_start = 0                    # absolute index of history[0]
         self.block = 0
-        self.keep = runtime.model.encoder.context + (self.dims.pretrained_block + 1) * FEATURE_HOP + 400
+        self.ready = np.zeros((0, self.dims.d_model), np.float32)
+        self.keep = self.encoder.context + (self.dims.pretrained_block + 1) * FEATURE_HOP + 400
 
     def push(self, pcm: np.ndarray) -> None:
         self.history = np.concatenate([self.history, pcm])
 
-    def features(self) -> np.ndarray:
-        n, out = self.dims.pretrained_block, []
+    def available(self) -> int:
+        n = self.dims.pretrained_block
         while self.dims.feature_need(n * (self.block + 1) - 1) <= self.history_start + self.history.size:
-            out.append(self.runtime.encode_block(self.history, self.block, self.history_start))
+            with torch.inference_mode():
+                feats = self.encoder.block_features(torch.from_numpy(self.history[None]), self.block,
+                                                    self.history_start)
+            self.ready = np.concatenate([self.ready, feats[0].numpy()])
             self.block += 1
         drop = max(0, self.history.size - self.keep)
         self.history, self.history_start = self.history[drop:], self.history_start + drop
-        return np.concatenate(out) if out else np.zeros((0, *kv_shape(self.dims)), np.float32)
+        return len(self.ready)
+
+    def take(self, count: int) -> np.ndarray:
+        out, self.ready = self.ready[:count], self.ready[count:]
+        return out
 
 
 class Animator:
@@ -147,17 +181,12 @@ class Animator:
         self.reset()
 
     def reset(self) -> None:
-        d = self.dims
         self.samples = 0            # real samples pushed
         self.padded = 0             # samples including flush padding
-        self.features = np.zeros((0, *kv_shape(d)), np.float32)   # cross keys/values per feature
-        self.feature_start = 0      # absolute index of self.features[0]
         self.next_frame = 0
-        self.prev = np.zeros(d.n_channels, np.float32)
-        dh2 = 2 * d.d_model // d.n_heads
-        self.cache = np.zeros((d.n_layers, 1, d.n_heads, d.self_window - 1, dh2), np.float32)
-        self.cache_valid = np.zeros(d.self_window - 1, bool)
-        self.audio = MelFeatures(self.runtime) if d.encoder == "mel" else PretrainedFeatures(self.runtime)
+        self.features_done = 0      # audio features already given to the runtime
+        self.state = self.runtime.initial_state()
+        self.audio = MelSource(self.dims) if self.dims.encoder == "mel" else PretrainedSource(self.model)
         self.post.reset()
 
     @property
@@ -187,10 +216,6 @@ class Animator:
     def _advance(self, pcm: np.ndarray, limit: int | None) -> Frames:
         self.padded += pcm.size
         self.audio.push(pcm)
-        if self.padded >= self.dims.frame_need(self.next_frame):   # a frame is due: encode what came
-            feats = self.audio.features()
-            if len(feats):
-                self.features = np.concatenate([self.features, feats])
         start = self.next_frame
         rows = []
         while limit is None or self.next_frame < limit:
@@ -204,24 +229,13 @@ class Animator:
         return Frames(values, fps=self.fps, start=start, latency_ms=self.latency_ms, model=self.name)
 
     def _frame(self, i: int) -> np.ndarray | None:
-        d = self.dims
-        last = d.last_feature_for_frame(i)
-        if self.padded < d.frame_need(i) or last >= self.feature_start + len(self.features):
+        """Frame i if its audio has arrived: one runtime step with the features it adds."""
+        if self.padded < self.dims.frame_need(i):
             return None
-        first = last - d.audio_window + 1
-        lo = max(first, 0)
-        window = np.zeros((d.audio_window, *kv_shape(d)), np.float32)
-        window[lo - first:] = self.features[lo - self.feature_start: last + 1 - self.feature_start]
-        valid = np.arange(first, last + 1) >= 0
-        out, self.cache = self.runtime.decode(self.prev, window, valid, self.cache, self.cache_valid)
-        self.cache_valid = np.append(self.cache_valid[1:], True)
-        self.prev = out
-        self._trim(first + 1)
-        return out
-
-    def _trim(self, keep_from: int) -> None:
-        """Drop features no later frame can reach."""
-        drop = keep_from - self.feature_start
-        if drop > 0:
-            self.features = self.features[drop:]
-            self.feature_start += drop
+        last = self.dims.last_feature_for_frame(i)
+        count = last + 1 - self.features_done
+        if self.audio.available() < count:
+            return None
+        frame, self.state = self.runtime.step(self.audio.take(count), self.state)
+        self.features_done = last + 1
+        return frame

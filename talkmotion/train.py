@@ -119,7 +119,7 @@ def autoregressive_pass(model: TalkModel, memory, targets, p_tf: float, gen: tor
     """The seed's loop: frame by frame through the cached step, feeding truth or own output."""
     d = model.dims
     b, t, c = targets.shape
-    kv = model.decoder.memory_kv(memory)                                   # (B, J, L, H, 2*dh)
+    kv = model.decoder.memory_kv(memory)                                   # (L, B, H, J, 2*dh)
     cache = kv.new_zeros(d.n_layers, b, d.n_heads, d.self_window - 1, kv.shape[-1])
     cache_valid = torch.zeros(b, d.self_window - 1, dtype=torch.bool)
     prev = torch.zeros(b, 1, c)
@@ -128,7 +128,7 @@ def autoregressive_pass(model: TalkModel, memory, targets, p_tf: float, gen: tor
         last = int(d.last_feature_for_frame(i))
         idx = torch.arange(last - d.audio_window + 1, last + 1)
         valid = (idx >= 0).expand(b, -1)
-        window = kv[:, idx.clamp(min=0)]
+        window = kv[:, :, :, idx.clamp(min=0)]
         out, cache = model.decoder.step(model.normalise(prev), window, valid, cache, cache_valid)
         out = model.finish(out)
         cache_valid = torch.cat([cache_valid[:, 1:], torch.ones(b, 1, dtype=torch.bool)], dim=1)

@@ -14,10 +14,22 @@ def test_onnx_matches_pytorch(tiny_model, tmp_path):
 
 def test_onnx_state_is_named(tiny_model, tmp_path):
     out = export(tiny_model, tmp_path / "onnx")
-    dec = onnx.load(str(out / "decoder_step.onnx"))
-    assert [i.name for i in dec.graph.input] == ["prev", "window_kv", "window_valid", "cache", "cache_valid"]
-    assert [o.name for o in dec.graph.output] == ["frame", "next_cache"]
-    enc = onnx.load(str(out / "encoder_step.onnx"))
-    names = [i.name for i in enc.graph.input]
-    assert names[0] == "mel" and names[1] == "state_mel"
-    assert [o.name for o in enc.graph.output][1:] == ["next_" + n for n in names[1:]]
+    graph = onnx.load(str(out / "frame_step.onnx")).graph
+    inputs, outputs = [i.name for i in graph.input], [o.name for o in graph.output]
+    assert inputs[:6] == ["source", "prev", "window_kv", "window_valid", "cache", "cache_valid"]
+    assert inputs[6:8] == ["state_mel", "state_block0"]
+    assert outputs == ["frame"] + ["next_" + n for n in inputs[2:]]
+
+
+def test_onnx_step_is_one_graph_without_shape_arithmetic(tiny_model, tmp_path):
+    """A dynamic mel length must not cost Shape/Gather plumbing on every frame."""
+    import onnxruntime as ort
+
+    out = export(tiny_model, tmp_path / "onnx")
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(out / "frame_step.onnx"), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    # One Shape per decoder layer (its heads reshape of the new features) and one for their count;
+    # the encoder's taps and every state update are constant slices.
+    assert ops.count("Shape") <= tiny_model.dims.n_layers + 1

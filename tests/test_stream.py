@@ -67,9 +67,9 @@ def test_state_stays_bounded_on_long_streams(tiny_model):
     sizes = []
     for _ in range(20):
         animator.push(block)
-        sizes.append((len(animator.features), animator.cache.shape, animator.audio.pending.shape[0]))
-    assert len(set(sizes[2:])) <= 2     # feature buffer, cache and mel backlog do not grow
-    assert sizes[-1][0] <= tiny_model.dims.audio_window + 3
+        sizes.append((tuple(tuple(s.shape) for s in animator.state), animator.audio.pending.shape[0]))
+    assert len({s for s, _ in sizes}) == 1          # runtime state has a fixed shape
+    assert max(p for _, p in sizes) <= 2 * 3        # mel backlog: at most one frame's features
 
 
 def test_reset_restarts_identically(tiny_model):
@@ -96,3 +96,12 @@ def test_blendshapes_in_range_and_head_bounded(tiny_model):
     out = run_chunks(frames, noise(1.0) * 5, 800)
     assert out[:, :52].min() >= 0 and out[:, :52].max() <= 1
     assert np.abs(out[:, 52:]).max() <= 45
+
+
+def test_traced_runtime_equals_eager(tiny_model):
+    from talkmotion.stream import TorchRuntime
+
+    pcm = noise(1.5, seed=5)
+    traced = run_chunks(Animator(tiny_model, RAW, runtime=TorchRuntime(tiny_model)), pcm, 1111)
+    eager = run_chunks(Animator(tiny_model, RAW, runtime=TorchRuntime(tiny_model, traced=False)), pcm, 1111)
+    np.testing.assert_allclose(traced, eager, atol=1e-5)
