@@ -249,6 +249,25 @@ def report_from(clips: list[Clip], predictions: dict[str, list[np.ndarray]],
     }
 
 
+def group_summaries(clips: list[Clip], predictions: dict[str, list[np.ndarray]], key: str,
+                    thresholds: metrics.Thresholds) -> dict:
+    """{value of clip.meta[key]: {"clips": n, source: summary}}: the same metrics per group,
+    e.g. per voice, with the whole set's closure threshold so groups compare fairly."""
+    groups: dict[str, list[int]] = {}
+    for k, clip in enumerate(clips):
+        if key not in clip.meta:
+            raise EvalError(f"clip {clip.id} has no {key!r} in its metadata; "
+                            f"it has {', '.join(sorted(clip.meta)) or 'none'}")
+        groups.setdefault(str(clip.meta[key]), []).append(k)
+    out = {}
+    for value, idx in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
+        chosen = [clips[k] for k in idx]
+        out[value] = {"clips": len(idx), **{name: metrics.score([preds[k] for k in idx], chosen,
+                                                                thresholds=thresholds)["summary"]
+                                            for name, preds in predictions.items()}}
+    return out
+
+
 def evaluate(clips: list[Clip], sources: dict[str, Source] | Source | None = None,
              baselines: bool = True) -> dict:
     """Score `sources` ({name: clip → (T, C)}, or one function named "model") on `clips`.
@@ -311,6 +330,22 @@ def format_table(report: dict) -> str:
     lines.append(f"{report['clips']} clips, {report['seconds']:.1f} s; closure threshold (lip aperture) "
                  f"{th['closure']:.3f} ({th['source']})")
     lines += [f"skipped {k}: {v}" for k, v in report.get("skipped", {}).items()]
+    return "\n".join(lines)
+
+
+GROUP_COLUMNS = ("bilabial_closure", "open_closed_auc", "rounding_auc", "silence_closure", "l1_mouth")
+
+
+def format_groups(groups: dict, key: str, source: str) -> str:
+    """One row per group (e.g. per voice) for one source's lip metrics."""
+    rows = [[key, "clips"] + [h for k, h, _ in TABLE_COLUMNS if k in GROUP_COLUMNS]]
+    for value, entry in groups.items():
+        s = entry[source]
+        rows.append([value, str(entry["clips"])] + ["-" if s.get(k) is None else fmt.format(s[k])
+                                                    for k, _, fmt in TABLE_COLUMNS if k in GROUP_COLUMNS])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"{source} by {key}:"]
+    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     return "\n".join(lines)
 
 
@@ -382,6 +417,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="only clips whose manifest entry has this split (default: all)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N clips (by id)")
     parser.add_argument("--out", default="eval", metavar="DIR", help="writes DIR/report.json and DIR/eval.png")
+    parser.add_argument("--by", metavar="KEY",
+                        help="also score each group of clips sharing metadata KEY (e.g. voice, source)")
     parser.add_argument("--figure-clips", type=int, default=FIGURE_CLIPS, metavar="N",
                         help=f"clips drawn in eval.png (default {FIGURE_CLIPS})")
 
@@ -401,13 +438,17 @@ def run(args: argparse.Namespace) -> int:
             sources["frames"] = frames_source(args.frames)
             names["frames"] = str(args.frames)
         report, predictions = evaluate_with_predictions(clips, sources)
+        thresholds = metrics.thresholds_from_reference([c.labels for c in clips], clips)
+        if args.by:
+            report["groups"] = {args.by: group_summaries(clips, predictions, args.by, thresholds)}
     except EvalError as err:
         raise UserError(str(err)) from err
     report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "source_names": names})
     out = Path(args.out)
     write_json(out / "report.json", report)
-    thresholds = metrics.thresholds_from_reference([c.labels for c in clips], clips)
     write_figure(out / "eval.png", clips, predictions, thresholds, args.figure_clips)
     print(format_table(report))
+    for name in (n for n in ("model", "frames") if args.by and n in predictions):
+        print(format_groups(report["groups"][args.by], args.by, name))
     print(f"wrote {out / 'report.json'} and {out / 'eval.png'}")
     return 0

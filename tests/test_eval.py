@@ -179,3 +179,24 @@ def test_eval_model_source_runs_a_saved_checkpoint(dataset, tmp_path):
     assert report["source_names"]["model"] == "tiny"
     # An untrained model is no lip-sync: it must not pass as perfect.
     assert model_summary["l1_mouth"] > 0
+
+
+def test_eval_by_metadata_scores_each_group_on_its_own(dataset, tmp_path, capsys):
+    """Two voices, one predicted late: only that voice's group shows the lag."""
+    clips = make_clips(4)
+    for k, clip in enumerate(clips):
+        clip.meta["voice"] = "late" if k % 2 else "exact"
+    shifted = {c.id: np.concatenate([np.repeat(c.labels[:1], 2, 0), c.labels[:-2]]) if c.meta["voice"] == "late"
+               else c.labels for c in clips}
+    _, predictions = ev.evaluate_with_predictions(clips, {"model": lambda c: shifted[c.id]})
+    thresholds = ev.metrics.thresholds_from_reference([c.labels for c in clips], clips)
+    groups = ev.group_summaries(clips, predictions, "voice", thresholds)
+    assert [groups[v]["clips"] for v in ("exact", "late")] == [2, 2]
+    assert groups["exact"]["model"]["lag_ms"] == 0.0
+    assert groups["late"]["model"]["lag_ms"] == pytest.approx(2000 / FPS, abs=1e-3)
+    assert groups["exact"]["model"]["l1_mouth"] == 0.0 < groups["late"]["model"]["l1_mouth"]
+    assert "exact" in ev.format_groups(groups, "voice", "model")
+    # The command refuses a key the clips do not carry, and writes nothing.
+    assert main(["eval", str(dataset), "--by", "speaker", "--out", str(tmp_path / "e")]) == 2
+    assert "has no 'speaker' in its metadata" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
