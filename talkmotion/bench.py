@@ -2,7 +2,7 @@
 measured in the same run so the ratio is visible.
 
 Figures (all on the speech sample looped to length, one thread unless stated):
-  stream_rtf            audio seconds per compute second, 20 ms chunks
+  stream_rtf            audio seconds per compute second, 20 ms chunks (fastest of 3 runs)
   chunk_p50/p99_ms      time of one push() of a 20 ms chunk
   cost_10s / cost_10min compute ms per audio second at both lengths (constant-cost check)
   recompute_rtf         the seed's loop: re-encode a 3 s buffer every 0.5 s, decoder without cache
@@ -36,18 +36,24 @@ def speech(seconds: float) -> np.ndarray:
     return np.tile(base, reps)[: int(seconds * SAMPLE_RATE)]
 
 
-def stream_timing(model, pcm: np.ndarray, runtime=None) -> dict:
+def stream_timing(model, pcm: np.ndarray, runtime=None, repeats: int = 1) -> dict:
+    """Push `pcm` in 20 ms chunks; with repeats > 1, the figures of the fastest run
+    (shared machines only ever add time, so the fastest run is the closest to the truth)."""
     animator = Animator(model, runtime=runtime)
     animator.push(pcm[: SAMPLE_RATE])   # warm-up
-    animator.reset()
-    times = np.empty(pcm.size // CHUNK)
-    for k in range(times.size):
-        t = time.perf_counter()
-        animator.push(pcm[k * CHUNK:(k + 1) * CHUNK])
-        times[k] = time.perf_counter() - t
+    best = None
+    for _ in range(repeats):
+        animator.reset()
+        times = np.empty(pcm.size // CHUNK)
+        for k in range(times.size):
+            t = time.perf_counter()
+            animator.push(pcm[k * CHUNK:(k + 1) * CHUNK])
+            times[k] = time.perf_counter() - t
+        if best is None or times.sum() < best.sum():
+            best = times
     seconds = pcm.size / SAMPLE_RATE
-    return {"rtf": seconds / times.sum(), "ms_per_audio_s": 1000 * times.sum() / seconds,
-            "p50_ms": 1000 * float(np.percentile(times, 50)), "p99_ms": 1000 * float(np.percentile(times, 99))}
+    return {"rtf": seconds / best.sum(), "ms_per_audio_s": 1000 * best.sum() / seconds,
+            "p50_ms": 1000 * float(np.percentile(best, 50)), "p99_ms": 1000 * float(np.percentile(best, 99))}
 
 
 @torch.no_grad()
@@ -107,7 +113,7 @@ def train_step_ratio(model, batch_size: int = 8, seconds: float = 4.0) -> dict:
     out = {}
     for name, fn in (("parallel", parallel_pass), ("autoregressive", autoregressive_pass)):
         times = []
-        for _ in range(3):
+        for _ in range(5):
             start = time.perf_counter()
             memory = model.audio_features(torch.from_numpy(audio), mel)
             fn(model, memory, targets, 0.5, gen).square().mean().backward()
@@ -130,15 +136,16 @@ def run_all(model, quick: bool = False, backends=("torch", "onnx")) -> dict:
             from .onnx_export import onnx_runtime
 
             runtime = onnx_runtime(model, threads=1)
-        short = stream_timing(model, speech(10.0), runtime)
+        short = stream_timing(model, speech(10.0), runtime, repeats=3)
         long = stream_timing(model, speech(long_s), runtime)
         results[backend] = {"stream_rtf": short["rtf"], "chunk_p50_ms": short["p50_ms"],
                             "chunk_p99_ms": short["p99_ms"], "cost_10s_ms_per_s": short["ms_per_audio_s"],
                             f"cost_{int(long_s)}s_ms_per_s": long["ms_per_audio_s"],
                             "long_over_short": long["ms_per_audio_s"] / short["ms_per_audio_s"]}
     baseline_s = 20.0 if quick else 60.0
-    results["recompute_baseline_rtf"] = recompute_baseline(model, speech(baseline_s))
-    ours = stream_timing(model, speech(baseline_s))["rtf"]
+    # Both sides best of two, so neither gains from the other's luck on a shared machine.
+    results["recompute_baseline_rtf"] = max(recompute_baseline(model, speech(baseline_s)) for _ in range(2))
+    ours = stream_timing(model, speech(baseline_s), repeats=2)["rtf"]
     results["speedup_vs_recompute"] = ours / results["recompute_baseline_rtf"]
     results["offline_batch_rtf_2threads"] = offline_batch_rtf(model, speech(10.0))
     results["train_step"] = train_step_ratio(model)
