@@ -247,13 +247,18 @@ class TalkServer:
         self.sessions = 0
         self.executor = ThreadPoolExecutor(max_workers=workers or limits.max_sessions,
                                            thread_name_prefix="talkmotion-serve")
+        from .stream import TorchRuntime
+
+        # One traced step for every session: it holds no stream state, and TorchScript
+        # runs outside the GIL, so sessions in the worker threads compute in parallel.
+        self.runtime = TorchRuntime(model)
         probe = self.new_animator(None)
         self.fps, self.latency_ms, self.model_name = probe.fps, probe.latency_ms, probe.name
 
     def new_animator(self, options: PostOptions | None):
         from .stream import Animator
 
-        return Animator(self.model, options)
+        return Animator(self.model, options, runtime=self.runtime)
 
     async def compute(self, fn, *args):
         """Model work off the event loop, so one busy session never stalls the others' I/O."""
