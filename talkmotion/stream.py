@@ -114,16 +114,25 @@ class TorchRuntime:
 
 
 class MelSource:
-    """Audio → mel frames waiting for the encoder; each audio feature takes two."""
+    """Audio → mel frames waiting for the encoder; each audio feature takes two.
+
+    The mel is computed when a frame is due, not on every push: 20 ms pushes then
+    cost a list append, and the mel runs ~30 times a second on a few frames at once.
+    """
 
     def __init__(self, dims):
         self.mel = MelStream()
+        self.unread: list[np.ndarray] = []
         self.pending = np.zeros((0, dims.n_mels), np.float32)
 
     def push(self, pcm: np.ndarray) -> None:
-        self.pending = np.concatenate([self.pending, self.mel.push(pcm)])
+        self.unread.append(pcm)
 
     def available(self) -> int:
+        if self.unread:
+            pcm = self.unread[0] if len(self.unread) == 1 else np.concatenate(self.unread)
+            self.unread = []
+            self.pending = np.concatenate([self.pending, self.mel.push(pcm)])
         return self.pending.shape[0] // 2
 
     def take(self, count: int) -> np.ndarray:
