@@ -13,7 +13,7 @@ import soundfile as sf
 from talkmotion import labels
 from talkmotion.animate import animate_file, animate_pcm
 from talkmotion.assets import SAMPLE_SPEECH
-from talkmotion.audio import AudioError, load_audio
+from talkmotion.audio import load_audio
 from talkmotion.checkpoint import save_model
 from talkmotion.frames import read_frames
 from talkmotion.postprocess import PostOptions

@@ -1,7 +1,6 @@
 """`talkmotion corpus synth` end to end with the real festival and espeak-ng, and its bad input."""
 
 import json
-import os
 import stat
 
 import numpy as np

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import labels
-from ..files import write_text
+from ..files import write_csv
 from ..frames import Frames, FramesFileError
 from . import FileSink
 
@@ -78,11 +78,7 @@ def livelink_rows(frames: Frames) -> list[list[str]]:
 
 class LiveLinkCsvSink(FileSink):
     def save(self, frames: Frames) -> None:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(livelink_rows(frames))
-        write_text(self.path, out.getvalue())
+        write_csv(self.path, COLUMNS, livelink_rows(frames))
 
 
 def read_livelink_csv(path: str | Path, fps: float = 30) -> Frames:
