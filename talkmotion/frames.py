@@ -92,13 +92,20 @@ class Frames:
         return replace(first, values=np.concatenate([p.values for p in parts]), duration=None)
 
     # --- frames file ---------------------------------------------------------
-    def to_json(self) -> dict:
+    def header_json(self) -> dict:
+        """Every field of the frames file but the frames themselves."""
         return {
             "format": FORMAT, "version": VERSION, "fps": self.fps,
             "duration": round(float(self.seconds), 6), "latency_ms": round(float(self.latency_ms), 3),
             "model": self.model, "blendshapes": list(labels.BLENDSHAPES), "head": list(labels.HEAD),
-            "frames": [[round(float(v), 5) for v in row] for row in self.values],
         }
+
+    @staticmethod
+    def row_json(row: np.ndarray) -> list[float]:
+        return [round(float(v), 5) for v in row]
+
+    def to_json(self) -> dict:
+        return {**self.header_json(), "frames": [self.row_json(row) for row in self.values]}
 
     @classmethod
     def from_json(cls, obj: dict, source: str = "<frames>") -> "Frames":

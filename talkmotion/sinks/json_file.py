@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 
-from ..files import write_text
+from ..files import atomic_path
 from ..frames import Frames
 from . import FileSink
 
 
 class JsonSink(FileSink):
     def save(self, frames: Frames) -> None:
-        obj = frames.to_json()
-        rows = obj.pop("frames")
-        # One frame per line keeps big files diff- and grep-friendly.
-        head = json.dumps(obj)[:-1]
-        body = ",\n".join(json.dumps(r) for r in rows)
-        write_text(self.path, f'{head}, "frames": [\n{body}\n]}}\n')
+        # One frame per line keeps big files diff- and grep-friendly; written line by line
+        # into the temporary file, so an hour-long take never sits in memory as text.
+        head = json.dumps(frames.header_json())[:-1]
+        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(f'{head}, "frames": [\n')
+            for k, row in enumerate(frames.values):
+                f.write((",\n" if k else "") + json.dumps(Frames.row_json(row)))
+            f.write("\n]}\n")
