@@ -47,12 +47,12 @@ def write_speech(path: Path, seconds: float) -> None:
 
 
 def animate(path: Path, out: Path, backend: str) -> dict:
-    """Run `talkmotion animate` in a fresh process; its wall time and peak RSS."""
+    """Run `talkmotion animate` (JSON and CSV out) in a fresh process; its wall time and peak RSS."""
     exe = Path(sys.executable).with_name("talkmotion")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    subprocess.run([str(exe), "animate", str(path), "-o", str(out), "--backend", backend],
+    subprocess.run([str(exe), "animate", str(path), "-o", f"{out}.json", "-o", f"{out}.csv", "--backend", backend],
                    check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -74,7 +74,7 @@ def main() -> int:
             seconds = minutes * 60
             audio = Path(tmp) / f"speech_{minutes:g}min.flac"
             write_speech(audio, seconds)
-            run = animate(audio, Path(tmp) / f"out_{minutes:g}min.csv", args.backend)
+            run = animate(audio, Path(tmp) / f"out_{minutes:g}min", args.backend)
             frames_mb = seconds * 30 * labels.NUM_CHANNELS * 4 / 2 ** 20
             results.append({"minutes": minutes, "rtf": seconds / run["wall_s"], **run,
                             "frames_float32_mb": frames_mb})
