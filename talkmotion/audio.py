@@ -15,12 +15,14 @@ from typing import Iterator
 import numpy as np
 import scipy.fft
 
+from .errors import TalkmotionError
+
 SAMPLE_RATE = 16_000
 FPS = 30
 SUPPORTED_FPS = (24, 25, 30, 60)
 
 
-class AudioError(ValueError):
+class AudioError(TalkmotionError, ValueError):
     """Audio that cannot be used; the message names the source and the problem."""
 
 

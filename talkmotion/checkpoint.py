@@ -17,6 +17,7 @@ import torch
 
 from . import labels
 from .config import ConfigError, from_dict
+from .errors import TalkmotionError
 from .files import atomic_path
 from .model import ModelDims, TalkModel
 
@@ -24,7 +25,7 @@ FORMAT = "talkmotion.model"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TalkmotionError, ValueError):
     """A checkpoint that cannot be used; the message names the file."""
 
 

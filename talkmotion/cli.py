@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import TalkmotionError
+
 # name → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "animate": ("talkmotion.animate", "animate speech files (or stdin PCM) into frames files"),
@@ -27,29 +29,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch-dataset": ("talkmotion.data.fetch", "download AVSpeech / TalkingHead-1KH style lists with yt-dlp"),
     "serve": ("talkmotion.serve", "HTTP + WebSocket server with the browser viewer"),
 }
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one line, exit status 2."""
-
-
-def _errors():
-    """Exception types that are the user's input, not our bug: one line, no traceback."""
-    from .audio import AudioError
-    from .config import ConfigError
-    from .data.clips import ClipError
-    from .frames import FramesFileError
-
-    found = [UserError, AudioError, ConfigError, ClipError, FramesFileError, FileNotFoundError]
-    for mod, name in (("talkmotion.checkpoint", "CheckpointError"), ("talkmotion.assets", "AssetError"),
-                      ("talkmotion.sinks.udp", "SinkError"), ("talkmotion.live", "SourceError"),
-                      ("talkmotion.gltf", "GltfError"), ("talkmotion.render", "RenderError"),
-                      ("talkmotion.sinks", "OutputFormatError")):
-        try:
-            found.append(getattr(importlib.import_module(mod), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(found)
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -73,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except _errors() as err:
+    except (TalkmotionError, FileNotFoundError) as err:
         print(f"talkmotion {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,8 +11,10 @@ import json
 import typing
 from pathlib import Path
 
+from .errors import TalkmotionError
 
-class ConfigError(ValueError):
+
+class ConfigError(TalkmotionError, ValueError):
     """A config that does not fit its dataclass; the message names file and key."""
 
 

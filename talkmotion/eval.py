@@ -32,6 +32,7 @@ import numpy as np
 
 from . import labels, metrics
 from .data.clips import Clip, load_clip, read_dataset
+from .errors import TalkmotionError
 from .files import atomic_path, write_json
 
 Source = Callable[[Clip], np.ndarray]
@@ -54,7 +55,7 @@ TARGETS = {
 }
 
 
-class EvalError(ValueError):
+class EvalError(TalkmotionError, ValueError):
     """Input eval cannot use; the message names the file or clip and the problem."""
 
 
@@ -424,25 +425,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import UserError
-
-    try:
-        if args.limit is not None and args.limit < 1:
-            raise EvalError(f"--limit must be at least 1, got {args.limit}")
-        clips = load_clips(args.data, args.split, args.limit)
-        sources: dict[str, Source] = {}
-        names = {}
-        if args.model:
-            sources["model"], names["model"] = model_source(args.model)
-        if args.frames:
-            sources["frames"] = frames_source(args.frames)
-            names["frames"] = str(args.frames)
-        report, predictions = evaluate_with_predictions(clips, sources)
-        thresholds = metrics.thresholds_from_reference([c.labels for c in clips], clips)
-        if args.by:
-            report["groups"] = {args.by: group_summaries(clips, predictions, args.by, thresholds)}
-    except EvalError as err:
-        raise UserError(str(err)) from err
+    if args.limit is not None and args.limit < 1:
+        raise EvalError(f"--limit must be at least 1, got {args.limit}")
+    clips = load_clips(args.data, args.split, args.limit)
+    sources: dict[str, Source] = {}
+    names = {}
+    if args.model:
+        sources["model"], names["model"] = model_source(args.model)
+    if args.frames:
+        sources["frames"] = frames_source(args.frames)
+        names["frames"] = str(args.frames)
+    report, predictions = evaluate_with_predictions(clips, sources)
+    thresholds = metrics.thresholds_from_reference([c.labels for c in clips], clips)
+    if args.by:
+        report["groups"] = {args.by: group_summaries(clips, predictions, args.by, thresholds)}
     report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "source_names": names})
     out = Path(args.out)
     write_json(out / "report.json", report)

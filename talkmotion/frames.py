@@ -17,12 +17,13 @@ import numpy as np
 
 from . import labels
 from .audio import SUPPORTED_FPS, num_frames
+from .errors import TalkmotionError
 
 FORMAT = "talkmotion.frames"
 VERSION = 1
 
 
-class FramesFileError(ValueError):
+class FramesFileError(TalkmotionError, ValueError):
     """A frames file that cannot be read; the message names the file."""
 
 

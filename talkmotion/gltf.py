@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import TalkmotionError
+
 GLB_MAGIC = b"glTF"
 GLB_VERSION = 2
 CHUNK_JSON = 0x4E4F534A
@@ -36,7 +38,7 @@ TARGET_ARRAY_BUFFER = 34962
 TARGET_ELEMENT_ARRAY_BUFFER = 34963
 
 
-class GltfError(ValueError):
+class GltfError(TalkmotionError, ValueError):
     """A glTF/GLB file that cannot be read; the message names the file."""
 
 

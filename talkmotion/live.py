@@ -26,6 +26,7 @@ from typing import AsyncIterator, Awaitable, Callable
 import numpy as np
 
 from .audio import SAMPLE_RATE, check_pcm, iter_audio, pcm16_to_float
+from .errors import TalkmotionError
 from .frames import Frames
 from .sinks import Sink
 from .sinks.udp import SinkError
@@ -37,7 +38,7 @@ BYTES_PER_SAMPLE = {"s16le": 2, "f32le": 4}
 LATE_TOLERANCE_S = 1 / 30
 
 
-class SourceError(ValueError):
+class SourceError(TalkmotionError, ValueError):
     """An audio source that cannot be opened or read; the message names it."""
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import labels
 from .audio import SAMPLE_RATE, AudioError, frame_to_sample, load_audio
+from .errors import TalkmotionError
 from .files import atomic_path
 from .frames import Frames, read_frames
 from .raster import OrthoCamera, rasterize, shade, to_srgb8
@@ -56,7 +57,7 @@ CURVES = (
 )
 
 
-class RenderError(ValueError):
+class RenderError(TalkmotionError, ValueError):
     """Input the renderer cannot use; the message names the file."""
 
 

@@ -138,3 +138,24 @@ def test_live_link_orders_are_permutations_of_the_label_spec():
 
     for order in (CSV_SHAPE_ORDER, LIVE_LINK_ORDER):
         assert sorted(order) == sorted(labels.BLENDSHAPES)
+
+
+def test_every_error_class_is_a_talkmotion_error():
+    """The CLI prints TalkmotionError as one line; an error class outside it would traceback."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import talkmotion
+    from talkmotion.errors import TalkmotionError
+
+    found = {}
+    for info in pkgutil.walk_packages(talkmotion.__path__, "talkmotion."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if inspect.isclass(obj) and name.endswith("Error") and obj.__module__ == info.name:
+                found[f"{info.name}.{name}"] = obj
+    assert len(found) >= 15
+    assert [n for n, cls in found.items() if not issubclass(cls, TalkmotionError)] == []

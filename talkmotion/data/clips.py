@@ -22,13 +22,14 @@ import numpy as np
 
 from .. import labels
 from ..audio import FPS, SAMPLE_RATE, num_frames
+from ..errors import TalkmotionError
 from ..files import atomic_path, write_json
 
 CLIP_SUFFIX = ".clip.safetensors"
 MANIFEST_FORMAT = "talkmotion.dataset"
 
 
-class ClipError(ValueError):
+class ClipError(TalkmotionError, ValueError):
     """A clip file that cannot be used; the message names the file."""
 
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from .. import labels
 from ..audio import FPS, SAMPLE_RATE, SUPPORTED_FPS
-from ..cli import UserError
+from ..errors import TalkmotionError
 from ..workers import WorkerProcess
 from .clips import Clip, ClipError, Manifest, clip_path, save_clip
 from .video import (DEFAULT_MAX_SIDE, AudioTrack, FrameRateMeter, VideoError, first_video_time, iter_frames,
@@ -79,7 +79,7 @@ WORKER_POLL_S = 0.2
 TRANSLATION_DECIMALS = 2
 
 
-class ExtractError(UserError, ValueError):
+class ExtractError(TalkmotionError, ValueError):
     """Arguments, inputs or a landmarker that prevent extraction; the message names what is wrong."""
 
 

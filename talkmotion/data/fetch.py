@@ -35,7 +35,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from ..cli import UserError
+from ..errors import TalkmotionError
 from ..files import atomic_path, write_json
 from .video import VideoError, check_file, open_container, probe
 
@@ -54,7 +54,7 @@ AUDIO_BLOCK = 1024                       # samples per encoded audio frame
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{6,20}")
 
 
-class FetchError(UserError, ValueError):
+class FetchError(TalkmotionError, ValueError):
     """A list, row, download or cut that failed; the message names it."""
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from ..cli import UserError
+from ..errors import TalkmotionError
 from ..workers import WorkerProcess
 from .clips import Clip, Manifest, clip_path, save_clip
 from .phonemes import SILENCE
@@ -59,7 +59,7 @@ MANIFEST_SAVE_EVERY_S = 2.0
 WORKER_POLL_S = 0.05
 
 
-class SynthError(UserError):
+class SynthError(TalkmotionError):
     """Arguments or machine state that prevent building a corpus."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..audio import SAMPLE_RATE
+from ..errors import TalkmotionError
 from .clips import Phoneme
 from .phonemes import SILENCE
 
@@ -35,7 +36,7 @@ MIN_GAP_S = 0.005
 MAX_TEXT_CHARS = 600
 
 
-class TTSError(ValueError):
+class TTSError(TalkmotionError, ValueError):
     """A sentence an engine could not speak; the message names engine, voice and text."""
 
 

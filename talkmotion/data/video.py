@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from ..cli import UserError
+from ..errors import TalkmotionError
 
 # Frames larger than this (longest side, pixels) are scaled down before tracking:
 # the landmarker works on small crops, so more pixels only cost conversion time.
@@ -28,7 +28,7 @@ DEFAULT_MAX_SIDE = 1280
 VARIABLE_FPS_RATIO = 1.1
 
 
-class VideoError(UserError, ValueError):
+class VideoError(TalkmotionError, ValueError):
     """A video that cannot be used; the message names the file and what is wrong."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from ..errors import TalkmotionError
 from ..frames import Frames
 
 # format → (module, class); the format is the file extension unless given.
@@ -26,7 +27,7 @@ FILE_FORMATS: dict[str, tuple[str, str]] = {
 EXTENSIONS: dict[str, str] = {"livelink": "livelink.csv"}
 
 
-class OutputFormatError(ValueError):
+class OutputFormatError(TalkmotionError, ValueError):
     """An output path or format talkmotion cannot write."""
 
 

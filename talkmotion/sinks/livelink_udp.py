@@ -28,6 +28,7 @@ import struct
 import numpy as np
 
 from .. import labels
+from ..errors import TalkmotionError
 from ..frames import Frames
 from . import Sink
 from .udp import SinkError, UdpSender, parse_address
@@ -69,7 +70,7 @@ _LENGTH = struct.Struct(">i")
 SECONDS_PER_DAY = 86_400
 
 
-class LiveLinkPacketError(ValueError):
+class LiveLinkPacketError(TalkmotionError, ValueError):
     """A datagram that is not a Live Link Face packet; the message says why."""
 
 

@@ -12,10 +12,12 @@ import errno
 import logging
 import socket
 
+from ..errors import TalkmotionError
+
 log = logging.getLogger(__name__)
 
 
-class SinkError(ValueError):
+class SinkError(TalkmotionError, ValueError):
     """A live output that cannot be opened or written; the message names it and the cause."""
 
 
