@@ -29,6 +29,8 @@ class AugmentConfig:
     eq_prob: float = 0.5
     eq_db: tuple[float, float] = (-10.0, 10.0)       # random low/high shelf tilt
     band_limit_prob: float = 0.2                      # telephone / cheap microphone band
+    timbre_prob: float = 0.0                          # random smooth EQ curve: another voice's colouring
+    timbre_db: float = 8.0                            # its largest boost or cut
 
 
 def speed(audio, labels, mask, factor: float):
@@ -79,6 +81,22 @@ def shelf_eq(audio, rng, db: float):
     return (low * g + (audio - low) / g).astype(np.float32)
 
 
+def timbre_eq(audio, rng, db: float, bands: int = 10):
+    """A random smooth EQ curve (broad peaks and dips up to ±db, spaced evenly on a log
+    frequency axis from 100 Hz), at the same loudness: the spectral colouring a different
+    vocal tract, microphone or codec gives the same speech."""
+    from scipy.signal import firwin2
+
+    nyquist = SAMPLE_RATE / 2
+    centres = np.geomspace(100.0, nyquist, bands)
+    gains = 10 ** (rng.uniform(-db, db, bands) / 20)
+    freqs = np.concatenate([[0.0], centres / nyquist])
+    taps = firwin2(255, freqs, np.concatenate([[gains[0]], gains]))
+    out = fftconvolve(audio, taps, mode="same")
+    rms = lambda x: np.sqrt(np.mean(np.square(x)))  # noqa: E731
+    return (out * (rms(audio) + 1e-8) / (rms(out) + 1e-8)).astype(np.float32)
+
+
 def band_limit(audio):
     """Roughly 300–3400 Hz, as a telephone or a cheap headset."""
     from scipy.signal import butter, sosfilt
@@ -95,6 +113,8 @@ def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig):
         audio, labels, mask = speed(audio, labels, mask, rng.uniform(*cfg.speed_range))
     if rng.random() < cfg.eq_prob:
         audio = shelf_eq(audio, rng, rng.uniform(*cfg.eq_db))
+    if cfg.timbre_prob and rng.random() < cfg.timbre_prob:
+        audio = timbre_eq(audio, rng, cfg.timbre_db)
     if rng.random() < cfg.band_limit_prob:
         audio = band_limit(audio)
     if rng.random() < cfg.reverb_prob:
