@@ -16,7 +16,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, SUPPORTED_FPS, AudioError, iter_audio, pcm16_to_float, resample
 from .frames import Frames
 from .postprocess import PostOptions
-from .stream import Animator
+from .stream import Animator, add_backend_argument, make_runtime
 
 PROGRESS_MIN_SECONDS = 30.0   # show a progress bar for inputs longer than this
 STDIN_BLOCK = 32_000          # bytes read from stdin at a time (1 s of 16 kHz 16-bit mono)
@@ -138,8 +138,7 @@ def add_arguments(parser) -> None:
                         "(default: the built-in reference head)")
     parser.add_argument("--fps", type=int, default=30, choices=SUPPORTED_FPS, help="output frame rate")
     parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                        help="run the model in PyTorch or ONNX Runtime")
+    add_backend_argument(parser)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for the model")
     parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="stdin PCM sample rate")
     parser.add_argument("--channels", type=int, default=1, help="stdin PCM channels")
@@ -158,11 +157,7 @@ def run(args) -> int:
     plan = plan_outputs(args.inputs, args.out, formats)
     model = load_model(args.model)
     options = options_from_args(args)
-    runtime = None
-    if args.backend == "onnx":
-        from .onnx_export import onnx_runtime
-
-        runtime = onnx_runtime(model, threads=args.threads)
+    runtime = make_runtime(model, args.backend, args.threads)
     for source, outputs in zip(args.inputs, plan):
         start = time.perf_counter()
         if source == "-":

@@ -251,6 +251,8 @@ async def run_stream(source: AsyncIterator[np.ndarray], animator, sinks: list[Si
 # --- command ----------------------------------------------------------------
 
 def add_arguments(parser) -> None:
+    from .stream import add_backend_argument
+
     parser.add_argument("input", help="audio/video file, 'mic', '-' (raw PCM on stdin) or ws://host:port/path")
     parser.add_argument("--model", help="checkpoint (.safetensors); default: the embedded model")
     parser.add_argument("--vmc", metavar="HOST:PORT", action="append", default=[],
@@ -268,6 +270,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", help="microphone (sounddevice name or index)")
     parser.add_argument("--seconds", type=float, help="stop the microphone after this many seconds")
     parser.add_argument("--fast", action="store_true", help="no real-time pacing: as fast as possible")
+    add_backend_argument(parser)
     from .postprocess import add_arguments as add_post_arguments
 
     add_post_arguments(parser)
@@ -293,14 +296,14 @@ def build_sinks(args) -> list[Sink]:
 def run(args) -> int:
     from .checkpoint import load_model
     from .postprocess import options_from_args
-    from .stream import Animator
+    from .stream import Animator, make_runtime
 
     sinks = build_sinks(args)
     if not sinks:
         raise SinkError("no output given; use --vmc, --livelink, --ws or -o FILE")
     source = open_source(args.input, args.pcm_format, args.device, args.seconds)  # checks the input first
     model = load_model(args.model)
-    animator = Animator(model, options_from_args(args))
+    animator = Animator(model, options_from_args(args), runtime=make_runtime(model, args.backend))
     logging.basicConfig(level=logging.WARNING, format="talkmotion stream: %(message)s")
     stats = asyncio.run(_stream(source, animator, sinks, realtime=not args.fast, model_name=animator.name))
     print(f"talkmotion stream: {stats.frames} frames, {stats.audio_seconds:.2f} s of audio in "

@@ -241,17 +241,17 @@ class TalkServer:
     """The aiohttp application around one loaded model."""
 
     def __init__(self, model, limits: ServeLimits = ServeLimits(), web_root: Path = WEB_ROOT,
-                 avatar_paths=None, workers: int | None = None):
+                 avatar_paths=None, workers: int | None = None, backend: str = "torch"):
         self.model, self.limits, self.web_root = model, limits, Path(web_root)
         self.avatar_paths = avatar_paths
         self.sessions = 0
         self.executor = ThreadPoolExecutor(max_workers=workers or limits.max_sessions,
                                            thread_name_prefix="talkmotion-serve")
-        from .stream import TorchRuntime
+        from .stream import make_runtime
 
-        # One traced step for every session: it holds no stream state, and TorchScript
-        # runs outside the GIL, so sessions in the worker threads compute in parallel.
-        self.runtime = TorchRuntime(model)
+        # One runtime for every session: it holds no stream state, and both TorchScript and
+        # ONNX Runtime compute outside the GIL, so sessions in the worker threads run in parallel.
+        self.runtime = make_runtime(model, backend)
         probe = self.new_animator(None)
         self.fps, self.latency_ms, self.model_name = probe.fps, probe.latency_ms, probe.name
 
@@ -445,6 +445,8 @@ def _decode_upload(data: bytes, name: str) -> np.ndarray:
 # --- command ----------------------------------------------------------------
 
 def add_arguments(parser) -> None:
+    from .stream import add_backend_argument
+
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--model", help="checkpoint (.safetensors); default: the embedded model")
@@ -457,6 +459,7 @@ def add_arguments(parser) -> None:
                         help="largest accepted upload, MiB")
     parser.add_argument("--max-rate", type=float, default=defaults.max_messages_per_second,
                         help="WebSocket messages per second per client")
+    add_backend_argument(parser)
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="PyTorch threads per computation; sessions already run in parallel")
 
@@ -471,7 +474,7 @@ def run(args) -> int:
     logging.getLogger("talkmotion").setLevel(logging.INFO)  # refusals and dropped clients, one line each
     limits = ServeLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_messages_per_second=args.max_rate,
                          max_sessions=args.max_sessions, allowed_origins=tuple(args.allow_origin))
-    server = TalkServer(load_model(args.model), limits)
+    server = TalkServer(load_model(args.model), limits, backend=args.backend)
     print(f"talkmotion serve: http://{args.host}:{args.port}/", file=sys.stderr)
     web.run_app(server.app(), host=args.host, port=args.port, print=None)
     return 0

@@ -113,6 +113,28 @@ class TorchRuntime:
         return out[0][0, 0].numpy(), list(out)
 
 
+BACKENDS = ("torch", "onnx")
+
+
+def make_runtime(model: TalkModel, backend: str = "torch", threads: int = 1):
+    """The runtime for `backend`: PyTorch (a traced step, any encoder) or ONNX Runtime
+    (mel encoder; exported once into a cache folder). One runtime can serve many
+    Animators: it holds no stream state."""
+    if backend == "torch":
+        return TorchRuntime(model)
+    if backend == "onnx":
+        from .onnx_export import onnx_runtime
+
+        return onnx_runtime(model, threads=threads)
+    raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+def add_backend_argument(parser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="run the model in PyTorch (a traced step) or ONNX Runtime (about twice as fast; "
+                             "mel-encoder models)")
+
+
 class MelSource:
     """Audio → mel frames waiting for the encoder; each audio feature takes two.
 

@@ -33,3 +33,26 @@ def test_onnx_step_is_one_graph_without_shape_arithmetic(tiny_model, tmp_path):
     # One Shape per decoder layer (its heads reshape of the new features) and one for their count;
     # the encoder's taps and every state update are constant slices.
     assert ops.count("Shape") <= tiny_model.dims.n_layers + 1
+
+
+def test_stream_command_on_onnx_runtime_matches_animate_on_pytorch(tiny_model, tmp_path, monkeypatch):
+    import json
+
+    from talkmotion.audio import write_wav
+    from talkmotion.checkpoint import save_model
+    from talkmotion.cli import main
+
+    monkeypatch.setenv("TALKMOTION_CACHE", str(tmp_path / "cache"))
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_model(checkpoint, tiny_model, name="tiny")
+    t = np.arange(24000) / 16000
+    write_wav(tmp_path / "speech.wav", 0.3 * np.sin(2 * np.pi * 180 * t) * (1 - np.cos(2 * np.pi * 3 * t)))
+    assert main(["stream", str(tmp_path / "speech.wav"), "--model", str(checkpoint), "--backend", "onnx",
+                 "--fast", "-o", str(tmp_path / "onnx.json")]) == 0
+    assert main(["animate", str(tmp_path / "speech.wav"), "--model", str(checkpoint), "-q",
+                 "-o", str(tmp_path / "torch.json")]) == 0
+    assert any((tmp_path / "cache").iterdir())        # exported once, into the cache
+    read = lambda name: np.asarray(json.loads((tmp_path / name).read_text())["frames"])  # noqa: E731
+    onnx_frames, torch_frames = read("onnx.json"), read("torch.json")
+    assert onnx_frames.shape == torch_frames.shape and len(onnx_frames) == 45
+    np.testing.assert_allclose(onnx_frames, torch_frames, atol=1e-4)
