@@ -8,7 +8,7 @@ the model's look-ahead, the 100 ms chunking, queueing and compute. A client is
 real time when its lag does not grow over the stream (last second vs first) and
 every frame arrived.
 
-    .venv/bin/python bench/bench_serve.py --clients 1 2 4 8 --seconds 10 [--model PATH]
+    .venv/bin/python bench/bench_serve.py --clients 1 2 4 8 --seconds 10 [--model PATH] [--backend onnx]
 
 Prints one JSON line per N and a Markdown table for BENCHMARKS.md.
 """
@@ -48,11 +48,12 @@ def speech(seconds: float) -> np.ndarray:
     return np.tile(base, reps)[: int(seconds * SAMPLE_RATE)]
 
 
-def start_server(model: str | None, max_sessions: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: str | None, max_sessions: int, backend: str = "torch") -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "talkmotion.cli", "serve", "--port", str(port), "--max-sessions", str(max_sessions)]
+    cmd = [sys.executable, "-m", "talkmotion.cli", "serve", "--port", str(port), "--max-sessions", str(max_sessions),
+           "--backend", backend]
     if model:
         cmd += ["--model", model]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -125,9 +126,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--model", help="checkpoint; default: the embedded model")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="the server's runtime")
     args = parser.parse_args()
     pcm = speech(args.seconds)
-    proc, url = start_server(args.model, max(args.clients))
+    proc, url = start_server(args.model, max(args.clients), args.backend)
     try:
         with urllib.request.urlopen(url + "/api/info") as resp:
             info = json.load(resp)
@@ -148,7 +150,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"backend {args.backend}; "
           f"{args.seconds:g} s of speech per client, {CHUNK_SECONDS * 1000:.0f} ms chunks in real time\n")
     print("| clients | frame lag p50 (ms) | p95 (ms) | max (ms) | worst drift (ms) | all real time |")
     print("|---|---|---|---|---|---|")
