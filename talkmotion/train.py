@@ -38,6 +38,8 @@ from .files import atomic_path, write_json
 from .metrics import summary_metrics
 from .model import ModelDims, TalkModel, shift_previous
 
+MOUTH_CLOSE = labels.index("mouthClose")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -65,6 +67,9 @@ class LossConfig:
     beta: float = 0.1               # smooth-L1 transition, in normalised units
     velocity_weight: float = 0.5    # frame-to-frame difference term
     std_floor: float = 0.05         # normalising scale never below this (blendshape units)
+    closure_weight: float = 0.0     # extra weight on frames whose target closes the lips (p/b/m):
+                                    # rare, short, and what a viewer checks first
+    closure_level: float = 0.1      # target mouthClose at or above which a frame counts as a closure
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,17 @@ class TrainConfig:
 # --- loss and scheduled sampling -----------------------------------------------------------
 
 def masked_loss(pred, target, mask, scale, cfg: LossConfig) -> torch.Tensor:
-    """Smooth-L1 on (pred - target) / scale where mask, plus the same on frame differences."""
+    """Smooth-L1 on (pred - target) / scale where mask, plus the same on frame differences.
+
+    With closure_weight w, frames whose target lips are closed count 1 + w times.
+    """
     m = mask.float()
+    weighted = m
+    if cfg.closure_weight:
+        closed = (target[..., MOUTH_CLOSE] >= cfg.closure_level).float()[..., None]   # (B, T, 1)
+        weighted = m * (1 + cfg.closure_weight * closed)
     err = F.smooth_l1_loss(pred / scale, target / scale, beta=cfg.beta, reduction="none")
-    loss = (err * m).sum() / m.sum().clamp(min=1)
+    loss = (err * weighted).sum() / weighted.sum().clamp(min=1)
     if cfg.velocity_weight:
         mv = m[:, 1:] * m[:, :-1]
         dp, dt = (pred[:, 1:] - pred[:, :-1]) / scale, (target[:, 1:] - target[:, :-1]) / scale

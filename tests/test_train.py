@@ -120,3 +120,27 @@ def test_torchrun_two_processes(tmp_path):
     model = load_model(tmp_path / "ddp" / "model.safetensors")
     assert model.header["training"]["world_size"] == 2
     assert model.header["training"]["steps"] == 6
+
+
+def test_closure_weight_counts_lip_closure_frames_more():
+    import torch
+
+    from talkmotion import labels
+    from talkmotion.train import LossConfig, masked_loss
+
+    close = labels.index("mouthClose")
+    target = torch.zeros(1, 4, labels.NUM_CHANNELS)
+    target[0, 1, close] = 0.4                                   # frame 1 closes the lips
+    mask, scale = torch.ones_like(target, dtype=torch.bool), torch.ones(labels.NUM_CHANNELS)
+    plain = LossConfig(velocity_weight=0.0)
+    weighted = LossConfig(velocity_weight=0.0, closure_weight=2.0)
+
+    def loss_with_error_on(frame, cfg):
+        pred = target.clone()
+        pred[0, frame, labels.index("jawOpen")] += 0.5
+        return float(masked_loss(pred, target, mask, scale, cfg))
+
+    assert loss_with_error_on(1, plain) == pytest.approx(loss_with_error_on(2, plain))
+    # The same error costs three times as much on the closure frame as on an open one.
+    assert loss_with_error_on(1, weighted) == pytest.approx(3 * loss_with_error_on(2, weighted))
+    assert loss_with_error_on(2, weighted) < loss_with_error_on(2, plain)   # a weighted mean
