@@ -144,3 +144,17 @@ def test_closure_weight_counts_lip_closure_frames_more():
     # The same error costs three times as much on the closure frame as on an open one.
     assert loss_with_error_on(1, weighted) == pytest.approx(3 * loss_with_error_on(2, weighted))
     assert loss_with_error_on(2, weighted) < loss_with_error_on(2, plain)   # a weighted mean
+
+
+@pytest.mark.parametrize("name", ["default.toml", "default_closure.toml", "finetune_video.toml"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    from talkmotion.config import load
+    from talkmotion.train import TrainConfig
+
+    cfg = load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / name)
+    assert cfg.data.sources and cfg.optim.steps > 0
+    if name == "default_closure.toml":      # stage 2 of the default model
+        assert cfg.init and cfg.loss.closure_weight > 0
+        assert cfg.export == "talkmotion/assets/default_model.safetensors"
