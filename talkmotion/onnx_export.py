@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .checkpoint import header_of
+from .errors import TalkmotionError
 from .files import atomic_path, write_json
 from .model import TalkModel
 from .stream import Animator, FrameStep, TorchRuntime
@@ -30,10 +31,15 @@ GRAPH = "frame_step.onnx"
 GRAPH_VERSION = 2   # bump when the exported graph's inputs or outputs change (keys the export cache)
 
 
+class OnnxExportError(TalkmotionError, ValueError):
+    """A model or an exported folder that ONNX Runtime cannot run."""
+
+
 def export(model: TalkModel, out_dir: str | Path) -> Path:
     """Write frame_step.onnx and model.json into out_dir."""
     if model.dims.encoder != "mel":
-        raise ValueError("ONNX export supports the mel encoder; pretrained encoders run in PyTorch")
+        raise OnnxExportError(f"model {getattr(model, 'name', '')!r} uses a pretrained {model.dims.pretrained!r} "
+                              "encoder; ONNX export supports the mel encoder, run it with --backend torch")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     step = FrameStep(model.eval())
@@ -68,7 +74,7 @@ class OnnxRuntime:
         self.frame_step = FrameStep(model)
         self.input_names = [i.name for i in self.session.get_inputs()]
         if self.input_names[1:] != self.frame_step.state_names():
-            raise ValueError(f"{onnx_dir}/{GRAPH} has inputs {self.input_names}, "
+            raise OnnxExportError(f"{onnx_dir}/{GRAPH} has inputs {self.input_names}, "
                              f"not those of this model's frame step")
 
     def initial_state(self) -> list[np.ndarray]:

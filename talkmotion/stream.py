@@ -71,6 +71,8 @@ class FrameStep(nn.Module):
             feats = source
         new_kv = model.decoder.memory_kv(feats)                                        # (L, 1, H, m, 2*dh)
         window_kv = torch.cat([window_kv, new_kv], dim=3)[:, :, :, -width:]
+        # Sized from feats.shape, not ones_like(...): the ONNX exporter folds ones_like of a
+        # traced tensor into a constant of the example's length.
         arrived = torch.ones(1, feats.shape[1], dtype=torch.bool)                      # (1, m)
         window_valid = torch.cat([window_valid, arrived], dim=1)[:, -width:]
         out, cache = model.decoder.step(model.normalise(prev), window_kv, window_valid, cache, cache_valid)
@@ -151,6 +153,7 @@ class MelSource:
         self.unread.append(pcm)
 
     def available(self) -> int:
+        """Features whose mel frames are ready, computing the mel of what was pushed since."""
         if self.unread:
             pcm = self.unread[0] if len(self.unread) == 1 else np.concatenate(self.unread)
             self.unread = []
@@ -179,6 +182,7 @@ class PretrainedSource:
         self.history = np.concatenate([self.history, pcm])
 
     def available(self) -> int:
+        """Features ready, running the encoder on every block whose audio has arrived."""
         n = self.dims.pretrained_block
         while self.dims.feature_need(n * (self.block + 1) - 1) <= self.history_start + self.history.size:
             with torch.inference_mode():

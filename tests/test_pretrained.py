@@ -47,3 +47,20 @@ def test_pretrained_encoder_from_local_folder(tmp_path, config, cls):
 def test_pretrained_latency_includes_its_block():
     dims = ModelDims(encoder="pretrained", pretrained="unused", pretrained_block=5)
     assert dims.latency_ms == pytest.approx(ModelDims().latency_ms + 100)
+
+
+def test_onnx_backend_refuses_a_pretrained_encoder_in_one_line(tmp_path, capsys):
+    from talkmotion.audio import write_wav
+    from talkmotion.cli import main
+
+    torch.manual_seed(0)
+    HubertModel(HubertConfig(**TINY_SPEECH)).save_pretrained(tmp_path / "speech")
+    dims = ModelDims(encoder="pretrained", pretrained=str(tmp_path / "speech"), d_model=32, n_heads=2, d_ff=64,
+                     self_window=8, audio_window=12, dropout=0.0)
+    save_model(tmp_path / "m.safetensors", TalkModel(dims).eval())
+    write_wav(tmp_path / "a.wav", np.zeros(8000, np.float32) + 0.01)
+    assert main(["animate", str(tmp_path / "a.wav"), "--model", str(tmp_path / "m.safetensors"),
+                 "--backend", "onnx", "-o", str(tmp_path / "a.json")]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX export supports the mel encoder" in err and "--backend torch" in err and "Traceback" not in err
+    assert not (tmp_path / "a.json").exists()

@@ -33,6 +33,12 @@ class AugmentConfig:
     timbre_db: float = 8.0                            # its largest boost or cut
 
 
+def match_level(out, reference):
+    """`out` scaled to the RMS level of `reference`, as float32 (filters keep the loudness)."""
+    rms = lambda x: np.sqrt(np.mean(np.square(x)))  # noqa: E731
+    return (out * (rms(reference) + 1e-8) / (rms(out) + 1e-8)).astype(np.float32)
+
+
 def speed(audio, labels, mask, factor: float):
     """Play `factor` times faster: pitch up and tempo up together; labels follow."""
     up, down = int(round(100 / factor)), 100
@@ -68,9 +74,7 @@ def reverb(audio, rng, rt60: float):
     t = np.arange(n) / SAMPLE_RATE
     ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
     ir[0] = 1.0 + abs(ir[0])
-    wet = fftconvolve(audio, ir.astype(np.float32))[: audio.size]
-    rms = lambda x: np.sqrt(np.mean(np.square(x)))  # noqa: E731
-    return (wet * (rms(audio) + 1e-8) / (rms(wet) + 1e-8)).astype(np.float32)
+    return match_level(fftconvolve(audio, ir.astype(np.float32))[: audio.size], audio)
 
 
 def shelf_eq(audio, rng, db: float):
@@ -92,9 +96,7 @@ def timbre_eq(audio, rng, db: float, bands: int = 10):
     gains = 10 ** (rng.uniform(-db, db, bands) / 20)
     freqs = np.concatenate([[0.0], centres / nyquist])
     taps = firwin2(255, freqs, np.concatenate([[gains[0]], gains]))
-    out = fftconvolve(audio, taps, mode="same")
-    rms = lambda x: np.sqrt(np.mean(np.square(x)))  # noqa: E731
-    return (out * (rms(audio) + 1e-8) / (rms(out) + 1e-8)).astype(np.float32)
+    return match_level(fftconvolve(audio, taps, mode="same"), audio)
 
 
 def band_limit(audio):
