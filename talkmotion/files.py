@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 from pathlib import Path
@@ -32,8 +33,6 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_csv(path: str | Path, header, rows) -> None:
     """A CSV written row by row into the temporary file: long takes never sit in memory as text."""
-    import csv
-
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)

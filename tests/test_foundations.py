@@ -159,3 +159,21 @@ def test_every_error_class_is_a_talkmotion_error():
                 found[f"{info.name}.{name}"] = obj
     assert len(found) >= 15
     assert [n for n, cls in found.items() if not issubclass(cls, TalkmotionError)] == []
+
+
+def test_streamed_csv_that_fails_midway_leaves_the_old_file(tmp_path):
+    from talkmotion.files import write_csv
+
+    path = tmp_path / "take.csv"
+    path.write_text("old\n")
+
+    def rows():
+        yield ["0.0", "1"]
+        raise RuntimeError("the take broke off")
+
+    with pytest.raises(RuntimeError, match="broke off"):
+        write_csv(path, ["time", "v"], rows())
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["take.csv"]      # no temporary file left
+    write_csv(path, ["time", "v"], iter([["0.0", "1"], ["0.033", "2"]]))
+    assert path.read_text() == "time,v\n0.0,1\n0.033,2\n"
