@@ -219,7 +219,6 @@ class Animator:
         self.samples = 0            # real samples pushed
         self.padded = 0             # samples including flush padding
         self.next_frame = 0
-        self.features_done = 0      # audio features already given to the runtime
         self.state = self.runtime.initial_state()
         self.audio = MelSource(self.dims) if self.dims.encoder == "mel" else PretrainedSource(self.model)
         self.post.reset()
@@ -267,10 +266,10 @@ class Animator:
         """Frame i if its audio has arrived: one runtime step with the features it adds."""
         if self.padded < self.dims.frame_need(i):
             return None
-        last = self.dims.last_feature_for_frame(i)
-        count = last + 1 - self.features_done
+        d = self.dims
+        given = d.last_feature_for_frame(i - 1) + 1 if i else 0     # features earlier frames took
+        count = d.last_feature_for_frame(i) + 1 - given
         if self.audio.available() < count:
             return None
         frame, self.state = self.runtime.step(self.audio.take(count), self.state)
-        self.features_done = last + 1
         return frame
