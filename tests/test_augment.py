@@ -19,15 +19,49 @@ def tone_burst(seconds=2.0, at=1.0):
     return audio, labels, np.ones_like(labels, bool)
 
 
+def tones(seconds=2.0, f0=220.0):
+    """A harmonic tone: its strongest partial is f0."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.5 * np.sin(2 * np.pi * f0 * t) + 0.2 * np.sin(2 * np.pi * 3 * f0 * t)).astype(np.float32)
+
+
+def strongest_hz(audio):
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
+    return float(np.fft.rfftfreq(audio.size, 1 / SAMPLE_RATE)[np.argmax(spectrum)])
+
+
+@pytest.mark.parametrize("transform", [aug.speed, aug.tempo])
 @pytest.mark.parametrize("factor", [0.85, 1.15])
-def test_speed_retimes_labels_with_the_audio(factor):
+def test_speed_and_tempo_retime_labels_with_the_audio(transform, factor):
     audio, labels, mask = tone_burst()
-    out, new_labels, new_mask = aug.speed(audio, labels, mask, factor)
+    out, new_labels, new_mask = transform(audio, labels, mask, factor)
     assert new_labels.shape[0] == num_frames(out.size) == new_mask.shape[0]
     burst_s = np.argmax(np.abs(out)) / SAMPLE_RATE
     label_s = np.argmax(new_labels[:, 0]) / FPS
     assert burst_s == pytest.approx(1.0 / factor, abs=0.03)
     assert label_s == pytest.approx(burst_s, abs=1.5 / FPS)
+
+
+@pytest.mark.parametrize("rate", [0.8, 1.25])
+def test_time_stretch_changes_length_and_keeps_pitch(rate):
+    audio = tones()
+    out = aug.time_stretch(audio, rate)
+    assert out.size == round(audio.size / rate) and out.dtype == np.float32
+    assert strongest_hz(out[2000:-2000]) == pytest.approx(220.0, abs=3)
+    # Where nothing moves, WSOLA gives the signal back.
+    np.testing.assert_allclose(aug.time_stretch(audio, 1.0)[600:-600], audio[600:-600], atol=1e-5)
+
+
+@pytest.mark.parametrize("semitones", [-4.0, 3.0])
+def test_pitch_shift_moves_pitch_and_keeps_timing(semitones):
+    audio = tones()
+    out = aug.pitch_shift(audio, semitones)
+    assert out.shape == audio.shape
+    assert strongest_hz(out[2000:-2000]) == pytest.approx(220.0 * 2 ** (semitones / 12), abs=3)
+    burst, labels, _ = tone_burst()
+    shifted = aug.pitch_shift(burst, semitones)   # the 50 ms burst stays where its labels are
+    within = 0.05 + aug.WSOLA_TOLERANCE / SAMPLE_RATE
+    assert np.argmax(np.abs(shifted)) / SAMPLE_RATE == pytest.approx(np.argmax(labels[:, 0]) / FPS, abs=within)
 
 
 def test_timbre_eq_recolours_the_spectrum_at_the_same_loudness():
@@ -46,7 +80,7 @@ def test_timbre_eq_recolours_the_spectrum_at_the_same_loudness():
 
 def test_augment_is_reproducible_per_seed_and_keeps_labels_aligned():
     audio, labels, mask = tone_burst()
-    cfg = aug.AugmentConfig(timbre_prob=0.5)
+    cfg = aug.AugmentConfig(timbre_prob=0.5, pitch_prob=0.5, tempo_prob=0.5)
     runs = [aug.augment(audio, labels, mask, np.random.default_rng(7), cfg) for _ in range(2)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     for out, lab, msk in runs[:1] + [aug.augment(audio, labels, mask, np.random.default_rng(s), cfg)

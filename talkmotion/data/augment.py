@@ -2,7 +2,10 @@
 real microphones, rooms and other speakers.
 
 Every transform takes and returns (audio, labels, mask) so transforms that change
-time (speed) retime the labels with the audio. All are pure functions of their
+time (speed, tempo) retime the labels with the audio. Speed moves pitch, formants and
+tempo together (resampling); pitch moves pitch and formants, a different-sized vocal
+tract, at the same timing; tempo changes the speaking rate alone (both by WSOLA
+time-stretching, which keeps the pitch of what it stretches). All are pure functions of their
 inputs and a numpy Generator.
 """
 
@@ -31,6 +34,14 @@ class AugmentConfig:
     band_limit_prob: float = 0.2                      # telephone / cheap microphone band
     timbre_prob: float = 0.0                          # random smooth EQ curve: another voice's colouring
     timbre_db: float = 8.0                            # its largest boost or cut
+    pitch_prob: float = 0.0                           # pitch and formants shifted, timing kept
+    pitch_semitones: tuple[float, float] = (-4.0, 4.0)
+    tempo_prob: float = 0.0                           # speaking rate changed, pitch kept, labels retimed
+    tempo_range: tuple[float, float] = (0.8, 1.25)
+
+
+WSOLA_FRAME = 512         # 32 ms at 16 kHz: two pitch periods of a low voice
+WSOLA_TOLERANCE = 160     # search ±10 ms for the best-matching continuation (one period at 100 Hz)
 
 
 def match_level(out, reference):
@@ -39,16 +50,71 @@ def match_level(out, reference):
     return (out * (rms(reference) + 1e-8) / (rms(out) + 1e-8)).astype(np.float32)
 
 
+def retime(labels, mask, factor: float, num_samples: int):
+    """Labels and mask for audio played `factor` times faster, now `num_samples` long."""
+    src_t = np.arange(labels.shape[0])
+    new_t = np.arange(num_frames(num_samples)) * factor
+    new_labels = np.stack([np.interp(new_t, src_t, labels[:, c]) for c in range(labels.shape[1])], 1)
+    idx = np.clip(np.round(new_t).astype(int), 0, labels.shape[0] - 1)
+    return new_labels.astype(np.float32), mask[idx]
+
+
 def speed(audio, labels, mask, factor: float):
     """Play `factor` times faster: pitch up and tempo up together; labels follow."""
     up, down = int(round(100 / factor)), 100
     out = resample_poly(audio, up, down).astype(np.float32)
-    n = num_frames(out.size)
-    src_t = np.arange(labels.shape[0])
-    new_t = np.arange(n) * factor
-    new_labels = np.stack([np.interp(new_t, src_t, labels[:, c]) for c in range(labels.shape[1])], 1)
-    idx = np.clip(np.round(new_t).astype(int), 0, labels.shape[0] - 1)
-    return out, new_labels.astype(np.float32), mask[idx]
+    return (out, *retime(labels, mask, factor, out.size))
+
+
+def time_stretch(audio, rate: float) -> np.ndarray:
+    """(N,) → (round(N / rate),): `rate` times faster at the same pitch (WSOLA).
+
+    Windows of WSOLA_FRAME samples are overlap-added at half-frame steps; each is
+    read near where the rate says, shifted by up to WSOLA_TOLERANCE samples to the
+    place that best continues the previous window's waveform (normalised
+    cross-correlation), so periods join without phase jumps.
+    """
+    audio = np.asarray(audio, np.float32)
+    frame, tol, hop = WSOLA_FRAME, WSOLA_TOLERANCE, WSOLA_FRAME // 2
+    n_out = int(round(audio.size / rate))
+    steps = n_out // hop + 1
+    padded = np.pad(audio, (tol, int(steps * hop * rate) + frame + 2 * tol + hop))
+    window = np.hanning(frame + 1)[:frame].astype(np.float32)   # periodic Hann: halves sum to 1
+    out = np.zeros(steps * hop + frame, np.float32)
+    pos = 0
+    for k in range(steps):
+        nominal = int(round(k * hop * rate))
+        if k:
+            pos = nominal + _best_shift(padded, pos + hop + tol, nominal, frame, tol)
+        out[k * hop:k * hop + frame] += window * padded[pos + tol:pos + tol + frame]
+    return out[:n_out]
+
+
+def _best_shift(padded, natural: int, nominal: int, frame: int, tol: int) -> int:
+    """Shift in [-tol, tol] of the window at `nominal` that best matches padded[natural:+frame]."""
+    template = padded[natural:natural + frame]
+    region = padded[nominal:nominal + frame + 2 * tol]
+    corr = np.correlate(region, template, mode="valid")
+    energy = np.convolve(region ** 2, np.ones(frame, np.float32), mode="valid")
+    return int(np.argmax(corr / np.sqrt(energy + 1e-9))) - tol
+
+
+def tempo(audio, labels, mask, factor: float):
+    """Speak `factor` times faster at the same pitch; labels follow."""
+    out = time_stretch(audio, factor)
+    return (out, *retime(labels, mask, factor, out.size))
+
+
+def pitch_shift(audio, semitones: float) -> np.ndarray:
+    """Pitch and formants moved by `semitones` (a smaller or larger vocal tract), same timing.
+
+    Resampling moves pitch, formants and tempo together; stretching back by the
+    same ratio restores the timing, so the labels need no change.
+    """
+    ratio = 2.0 ** (semitones / 12)
+    higher = resample_poly(audio, 100, int(round(100 * ratio))).astype(np.float32)
+    out = time_stretch(higher, higher.size / audio.size)
+    return np.pad(out, (0, max(0, audio.size - out.size)))[:audio.size]
 
 
 def coloured_noise(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -113,6 +179,10 @@ def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig):
         return audio, labels, mask
     if rng.random() < cfg.speed_prob:
         audio, labels, mask = speed(audio, labels, mask, rng.uniform(*cfg.speed_range))
+    if cfg.tempo_prob and rng.random() < cfg.tempo_prob:
+        audio, labels, mask = tempo(audio, labels, mask, rng.uniform(*cfg.tempo_range))
+    if cfg.pitch_prob and rng.random() < cfg.pitch_prob:
+        audio = pitch_shift(audio, rng.uniform(*cfg.pitch_semitones))
     if rng.random() < cfg.eq_prob:
         audio = shelf_eq(audio, rng, rng.uniform(*cfg.eq_db))
     if cfg.timbre_prob and rng.random() < cfg.timbre_prob:
