@@ -153,18 +153,23 @@ def _label_style(visemes, clip: Clip):
     return style_type(**{k: v for k, v in saved.items() if k in names}) if names <= set(saved) else None
 
 
-def model_source(spec: str) -> tuple[Source, str]:
-    """`--model PATH` or `--model default`: the model's frames for each clip's audio, and its name."""
+def model_source(spec: str, backend: str = "torch") -> tuple[Source, str]:
+    """`--model PATH` or `--model default`: the model's frames for each clip's audio, and its name.
+
+    One runtime (`backend`) serves every clip, so the step is traced or exported once.
+    """
     try:  # imported here: eval works on label sources without the model code
         from .animate import animate_pcm
         from .checkpoint import load_model
+        from .stream import make_runtime
     except ImportError as err:
         raise EvalError(f"--model needs talkmotion.animate and talkmotion.checkpoint ({err})") from err
 
     model = load_model(None if spec == "default" else spec)
+    runtime = make_runtime(model, backend)
 
     def predict(clip: Clip) -> np.ndarray:
-        return frames_to_values(animate_pcm(model, clip.audio), clip, f"model on clip {clip.id}")
+        return frames_to_values(animate_pcm(model, clip.audio, runtime=runtime), clip, f"model on clip {clip.id}")
 
     return predict, getattr(model, "name", spec)
 
@@ -414,9 +419,12 @@ def write_figure(path: str | Path, clips: list[Clip], predictions: dict[str, lis
 # --- command line --------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .stream import add_backend_argument   # here: scoring label sources needs no model code
+
     parser.add_argument("data", metavar="DATA", help="dataset folder (clips + manifest*.json)")
     parser.add_argument("--model", metavar="M", help="checkpoint file, or 'default' for the embedded model")
     parser.add_argument("--frames", metavar="DIR", help="folder of frames files named <clip_id>.json")
+    add_backend_argument(parser)
     parser.add_argument("--split", help="only clips whose manifest entry has this split (default: all)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N clips (by id)")
     parser.add_argument("--out", default="eval", metavar="DIR", help="writes DIR/report.json and DIR/eval.png")
@@ -433,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
     sources: dict[str, Source] = {}
     names = {}
     if args.model:
-        sources["model"], names["model"] = model_source(args.model)
+        sources["model"], names["model"] = model_source(args.model, args.backend)
     if args.frames:
         sources["frames"] = frames_source(args.frames)
         names["frames"] = str(args.frames)

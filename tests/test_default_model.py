@@ -62,6 +62,9 @@ def test_lip_sync_on_unseen_tts_beats_the_energy_baseline(model, tmp_path):
     assert ours["bilabial_closure"] > energy["bilabial_closure"]
     assert ours["rounding_auc"] > energy["rounding_auc"] + 0.1
     assert ours["l1_mouth"] < energy["l1_mouth"]
+    onnx_predict, _ = model_source("default", "onnx")      # `eval --backend onnx` scores the same frames
+    for clip in clips[:2]:
+        np.testing.assert_allclose(onnx_predict(clip), predict(clip), atol=1e-3)
 
 
 def test_demo_command_writes_outputs(tmp_path):
