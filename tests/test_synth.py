@@ -1,4 +1,4 @@
-"""`talkmotion corpus synth` end to end with the real festival and espeak-ng, and its bad input."""
+"""`talkmotion corpus synth` end to end with the real festival, espeak-ng and flite, and its bad input."""
 
 import json
 import stat
@@ -9,7 +9,7 @@ import pytest
 from talkmotion import labels
 from talkmotion.audio import SAMPLE_RATE, num_frames
 from talkmotion.cli import main
-from talkmotion.data import synth, texts, tts_espeak, tts_festival
+from talkmotion.data import synth, texts, tts_espeak, tts_festival, tts_flite
 from talkmotion.data.clips import load_clip, read_dataset
 from talkmotion.data.phonemes import PHONES
 from talkmotion.data.tts import TTSError, VoiceNotInstalled, check_text
@@ -39,7 +39,7 @@ def check_clip(root, entry):
     return clip
 
 
-@pytest.mark.parametrize("engine", ["festival", "espeak-ng"])
+@pytest.mark.parametrize("engine", ["festival", "espeak-ng", "flite"])
 def test_two_clip_corpus_end_to_end_and_resume(tmp_path, engine, capsys):
     root = tmp_path / engine
     assert corpus(root, "--clips", "2", "--engines", engine) == 0
@@ -73,6 +73,36 @@ def test_split_holds_out_voices_and_sentences():
     assert synth.plan(50, 3, engines, pools) == specs[:50]
 
 
+def test_flite_voices_split_and_pitch():
+    pools = synth.voice_pools(["flite"])
+    assert pools["flite"]["test"] == ["awb"] and set(pools["flite"]["train"]) == {"kal16", "rms", "slt"}
+    specs = synth.plan(60, 0, ["flite"], pools)
+    assert {c.pitch for c in specs if c.voice == "rms"} == {1.0}       # rms ignores the pitch setting
+    assert len({c.pitch for c in specs if c.voice != "rms"}) > 5
+
+
+def median_f0(audio):
+    """Median autocorrelation pitch (Hz) over the loud 64 ms frames."""
+    found = []
+    for start in range(0, audio.size - 1024, 400):
+        x = audio[start:start + 1024]
+        if np.sqrt(np.mean(x ** 2)) > 0.02:
+            ac = np.correlate(x, x, "full")[x.size - 1:]
+            found.append(SAMPLE_RATE / (np.argmax(ac[40:300]) + 40))
+    return float(np.median(found))
+
+
+def test_flite_rate_pitch_and_stress():
+    text = "Peter bought a map of the old harbour."
+    plain = tts_flite.synthesize(text, "slt")
+    faster_higher = tts_flite.synthesize(text, "slt", rate=1.25, pitch=1.25)
+    assert faster_higher.audio.size < 0.9 * plain.audio.size
+    assert median_f0(faster_higher.audio) > 1.1 * median_f0(plain.audio)
+    vowels = [p for p in plain.phonemes if p.phone in {"aa", "ao", "ae", "ah", "ax", "er", "iy", "ow", "uw"}]
+    assert {p.stress for p in vowels} == {0, 1}                         # lexical stress comes through
+    assert [p.phone for p in plain.phonemes if p.phone in ("p", "b", "m")] == ["p", "b", "m", "p", "b"]
+
+
 def test_texts_give_thousands_of_distinct_sentences():
     sentences = {texts.sentence(0, i) for i in range(3000)}
     assert len(sentences) > 2900
@@ -97,6 +127,8 @@ def test_voice_not_installed():
         tts_festival.synthesize("Hello there.", "nope_diphone")
     with pytest.raises(VoiceNotInstalled, match="en-zz"):
         tts_espeak.synthesize("Hello there.", "en-zz+f3")
+    with pytest.raises(VoiceNotInstalled, match="'kal'.*installed: kal16, awb, rms, slt"):
+        tts_flite.synthesize("Hello there.", "kal")
 
 
 def test_bad_lines_fail_and_the_rest_is_built(tmp_path, capsys):
@@ -123,8 +155,8 @@ def test_unknown_voices(tmp_path, capsys):
     assert [e["voice"] for e in manifest(root).values()] == ["kal_diphone"]
     assert corpus(tmp_path / "d", "--clips", "1", "--engines", "festival", "--voices", "no_such_voice") == 2
     assert "no usable voice" in capsys.readouterr().err
-    assert corpus(tmp_path / "e", "--clips", "1", "--engines", "flite") == 2
-    assert "unknown TTS engine 'flite'" in capsys.readouterr().err
+    assert corpus(tmp_path / "e", "--clips", "1", "--engines", "mimic") == 2
+    assert "unknown TTS engine 'mimic'; engines are festival, espeak-ng, flite" in capsys.readouterr().err
 
 
 def fake_festival(tmp_path, body):

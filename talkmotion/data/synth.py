@@ -1,6 +1,6 @@
 """`talkmotion corpus synth`: a phoneme-timed talking corpus from local TTS engines.
 
-    talkmotion corpus synth -o DATA --clips N [--engines festival,espeak-ng] [--workers K] [--seed S]
+    talkmotion corpus synth -o DATA --clips N [--engines festival,espeak-ng,flite] [--workers K] [--seed S]
 
 Clip i is fully decided by (seed, i) and the installed voices: its split, engine
 (round robin), voice, rate, pitch, loudness, pauses, sentence and label style.
@@ -13,9 +13,10 @@ the manifest are written atomically.
 Held-out split (documented in the README): 10 % of clips are test, 10 % val.
   * text: a sentence's split is a hash of its words (texts.text_split), so no
     test sentence is ever spoken in train or val clips;
-  * voice: festival's ked_diphone and espeak-ng's en-029 (Caribbean) accent and
-    its f4, m6 and klatt3 variants speak only test clips; train and val use the
-    other festival voices and the other languages × other variants.
+  * voice: festival's ked_diphone, flite's awb and espeak-ng's en-029 (Caribbean)
+    accent and its f4, m6 and klatt3 variants speak only test clips; train and
+    val use the other festival and flite voices and the other languages × other
+    variants.
 """
 
 from __future__ import annotations
@@ -35,19 +36,19 @@ from ..errors import TalkmotionError
 from ..workers import WorkerProcess
 from .clips import Clip, Manifest, clip_path, save_clip
 from .phonemes import SILENCE
-from .tts import TTSError, cover_audio, engine_module
+from .tts import ENGINES, TTSError, cover_audio, engine_module
 from . import texts as text_source
 
 DEFAULT_ENGINES = ("festival", "espeak-ng")
 TEST_PERCENT, VAL_PERCENT = 10, 10
 
-# Voices that speak only test clips.
-TEST_FESTIVAL_VOICES = ("ked_diphone",)
+# Voices that speak only test clips: whole voices, and espeak-ng languages and variants.
+TEST_VOICES = {"festival": ("ked_diphone",), "flite": ("awb",)}
 TEST_ESPEAK_LANGUAGES = ("en-029",)
 TEST_ESPEAK_VARIANTS = ("f4", "m6", "klatt3")
 
 # Ranges each clip draws from.
-RATE_RANGE = {"festival": (0.8, 1.25), "espeak-ng": (0.75, 1.4)}
+RATE_RANGE = {"festival": (0.8, 1.25), "espeak-ng": (0.75, 1.4), "flite": (0.8, 1.25)}
 PITCH_RANGE = (0.85, 1.2)
 ESPEAK_INTONATION_RANGE = (30, 80)     # espeak-ng's pitch range parameter (0 monotone .. 100)
 PEAK_DB_RANGE = (-14.0, -1.0)          # loudness: peak level in dBFS
@@ -88,7 +89,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, help="dataset folder (created; resumed if it exists)")
     parser.add_argument("--clips", type=int, default=10, help="number of clips (default 10, a smoke set)")
     parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
-                        help="comma-separated TTS engines (default festival,espeak-ng)")
+                        help="comma-separated TTS engines: festival, espeak-ng, flite (default festival,espeak-ng)")
     parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="parallel worker processes (default: CPU count, at most 4)")
     parser.add_argument("--seed", type=int, default=0, help="decides every clip (default 0)")
@@ -135,21 +136,21 @@ def read_text_file(path: str) -> list[str]:
 
 def split_policy() -> dict:
     return {"test_percent": TEST_PERCENT, "val_percent": VAL_PERCENT, "text": "crc32 of the sentence's words",
-            "test_voices": {"festival": list(TEST_FESTIVAL_VOICES),
+            "test_voices": {**{engine: list(voices) for engine, voices in TEST_VOICES.items()},
                             "espeak-ng": {"languages": list(TEST_ESPEAK_LANGUAGES),
                                           "variants": list(TEST_ESPEAK_VARIANTS)}}}
 
 
 def is_test_voice(engine: str, voice: str) -> bool:
-    if engine == "festival":
-        return voice in TEST_FESTIVAL_VOICES
+    if engine != "espeak-ng":
+        return voice in TEST_VOICES.get(engine, ())
     lang, _, variant = voice.partition("+")
     return lang in TEST_ESPEAK_LANGUAGES or variant in TEST_ESPEAK_VARIANTS
 
 
 def is_train_voice(engine: str, voice: str) -> bool:
-    if engine == "festival":
-        return voice not in TEST_FESTIVAL_VOICES
+    if engine != "espeak-ng":
+        return voice not in TEST_VOICES.get(engine, ())
     lang, _, variant = voice.partition("+")
     return lang not in TEST_ESPEAK_LANGUAGES and variant not in TEST_ESPEAK_VARIANTS
 
@@ -162,7 +163,7 @@ def voice_pools(engines: list[str], wanted: list[str] | None = None) -> dict:
     A requested voice that is not installed is reported and left out.
     """
     if not engines:
-        raise SynthError("--engines is empty; choose from festival, espeak-ng")
+        raise SynthError(f"--engines is empty; choose from {', '.join(ENGINES)}")
     pools = {}
     unknown = set(wanted or ())
     for engine in engines:
@@ -205,7 +206,7 @@ def clip_spec(index: int, seed: int, engines: list[str], pools: dict, lines: lis
     pool = pools[engine]["test" if split == "test" else "train"] or pools[engine]["train"] or pools[engine]["test"]
     voice = pool[int(rng.integers(len(pool)))]
     pitch = float(rng.uniform(*PITCH_RANGE))
-    if engine == "festival" and voice in engine_module("festival").HTS_VOICES:
+    if voice in engine_module(engine).FIXED_PITCH_VOICES:
         pitch = 1.0
     return ClipSpec(
         id=f"tts{seed}-{index:06d}", index=index, split=split, engine=engine, voice=voice,

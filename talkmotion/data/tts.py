@@ -1,8 +1,9 @@
 """What every TTS engine module shares: the result type, the errors, text checks.
 
-An engine module (`tts_festival`, `tts_espeak`) provides
+An engine module (`tts_festival`, `tts_espeak`, `tts_flite`) provides
   ENGINE                      its name as written in clip metadata,
   installed_voices() -> list  the English voices on this machine,
+  FIXED_PITCH_VOICES          voices that ignore the pitch setting (clips record 1.0),
   synthesize(text, voice, rate, pitch, timeout) -> Synthesis.
 `rate` and `pitch` are factors around 1.0 (1.2 = 20 % faster / higher).
 Each engine maps its own phone names onto `phonemes.PHONES` so nothing after it
@@ -27,6 +28,7 @@ from .phonemes import SILENCE
 ENGINES: dict[str, str] = {
     "festival": "talkmotion.data.tts_festival",
     "espeak-ng": "talkmotion.data.tts_espeak",
+    "flite": "talkmotion.data.tts_flite",
 }
 
 # A clip's phonemes must cover its audio; gaps shorter than this are closed by

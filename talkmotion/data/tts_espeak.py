@@ -69,6 +69,7 @@ HUMAN_VARIANTS = frozenset(
     "m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f4 f5 klatt klatt2 klatt3 klatt4 adam Alex Alicia Andrea Andy "
     "Annie antonio aunty belinda benjamin boris caleb david edward grandma grandpa john linda max "
     "michael norbert paul pablo robert steph travis victor".split())
+FIXED_PITCH_VOICES: frozenset = frozenset()   # every espeak-ng voice takes the pitch setting
 PAUSE_PREFIX = "_"     # espeak-ng's pause phonemes: _ _: _! _| ...
 
 _lib = None
