@@ -24,7 +24,9 @@ A *source* is a function clip → (T, C) float32 array in labels.CHANNELS order;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -73,6 +75,31 @@ def load_clips(root: str | Path, split: str | None = None, limit: int | None = N
     if not ids:
         raise EvalError(f"{root}: the dataset has no clips")
     return [load_clip(entries[i]["path"]) for i in ids]
+
+
+MAX_REVERB_S = 3.0
+
+
+def degraded(clips: list[Clip], noise_snr_db: float | None = None, reverb_s: float | None = None) -> list[Clip]:
+    """The clips as a room and a microphone would deliver them: a synthetic room with
+    RT60 `reverb_s`, then coloured noise `noise_snr_db` dB below the speech. Labels and
+    timings are unchanged, so every source is judged against the same reference. Each
+    clip's room and noise are seeded by its id: reruns hear the same audio.
+    """
+    from .data import augment
+
+    if reverb_s is not None and not 0 < reverb_s <= MAX_REVERB_S:
+        raise EvalError(f"--reverb must be an RT60 in (0, {MAX_REVERB_S:g}] seconds, got {reverb_s:g}")
+    out = []
+    for clip in clips:
+        rng = np.random.default_rng(zlib.crc32(clip.id.encode("utf-8")))
+        audio = clip.audio
+        if reverb_s is not None:
+            audio = augment.reverb(audio, rng, reverb_s)
+        if noise_snr_db is not None:
+            audio = augment.add_noise(audio, rng, noise_snr_db)
+        out.append(dataclasses.replace(clip, audio=np.clip(audio, -1.0, 1.0).astype(np.float32)))
+    return out
 
 
 # --- sources -------------------------------------------------------------------------
@@ -432,12 +459,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also score each group of clips sharing metadata KEY (e.g. voice, source)")
     parser.add_argument("--figure-clips", type=int, default=FIGURE_CLIPS, metavar="N",
                         help=f"clips drawn in eval.png (default {FIGURE_CLIPS})")
+    parser.add_argument("--noise-snr", type=float, metavar="DB",
+                        help="listen through coloured noise DB decibels below the speech (e.g. 20)")
+    parser.add_argument("--reverb", type=float, metavar="RT60",
+                        help="listen through a synthetic room with this reverberation time in seconds (e.g. 0.4)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit must be at least 1, got {args.limit}")
-    clips = load_clips(args.data, args.split, args.limit)
+    clips = degraded(load_clips(args.data, args.split, args.limit), args.noise_snr, args.reverb)
     sources: dict[str, Source] = {}
     names = {}
     if args.model:
@@ -449,7 +480,8 @@ def run(args: argparse.Namespace) -> int:
     thresholds = metrics.thresholds_from_reference([c.labels for c in clips], clips)
     if args.by:
         report["groups"] = {args.by: group_summaries(clips, predictions, args.by, thresholds)}
-    report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "source_names": names})
+    report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "source_names": names,
+                   "listening": {"noise_snr_db": args.noise_snr, "reverb_rt60_s": args.reverb}})
     out = Path(args.out)
     write_json(out / "report.json", report)
     write_figure(out / "eval.png", clips, predictions, thresholds, args.figure_clips)

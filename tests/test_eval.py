@@ -200,3 +200,24 @@ def test_eval_by_metadata_scores_each_group_on_its_own(dataset, tmp_path, capsys
     assert main(["eval", str(dataset), "--by", "speaker", "--out", str(tmp_path / "e")]) == 2
     assert "has no 'speaker' in its metadata" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+def test_degraded_listening_is_seeded_and_hurts_the_energy_jaw_not_the_reference(dataset, tmp_path):
+    clips = make_clips(4)
+    noisy = ev.degraded(clips, noise_snr_db=5.0, reverb_s=0.5)
+    again = ev.degraded(clips, noise_snr_db=5.0, reverb_s=0.5)
+    for clip, heard, heard_again in zip(clips, noisy, again):
+        np.testing.assert_array_equal(heard.audio, heard_again.audio)       # seeded by clip id
+        assert heard.audio.shape == clip.audio.shape and not np.allclose(heard.audio, clip.audio)
+        np.testing.assert_array_equal(heard.labels, clip.labels)
+    clean, loud_room = ev.evaluate(clips), ev.evaluate(noisy)
+    for key in LIP_KEYS + ("lag_ms", "l1_mouth"):      # judged against labels, not audio
+        assert loud_room["sources"]["reference"]["summary"][key] == clean["sources"]["reference"]["summary"][key]
+    energy = lambda r: r["sources"]["energy"]["summary"]  # noqa: E731
+    assert energy(loud_room)["silence_closure"] < energy(clean)["silence_closure"]
+    assert energy(loud_room)["open_closed_auc"] < energy(clean)["open_closed_auc"]
+    with pytest.raises(ev.EvalError, match="--reverb must be an RT60"):
+        ev.degraded(clips, reverb_s=0.0)
+    out = tmp_path / "noisy"
+    assert main(["eval", str(dataset), "--noise-snr", "15", "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["listening"] == {"noise_snr_db": 15.0, "reverb_rt60_s": None}
