@@ -6,6 +6,12 @@ state carries everything between chunks, so any chunking gives the same frames.
 
 Procedural blinks and gaze saccades fill in what an audio model cannot know;
 they are on by default only where the model does not predict those channels.
+
+The jaw gate is the one effect that hears the audio: it takes each frame's
+level (dBFS) and closes the jaw on frames far below the voice's recent peak
+level, so the mouth rests in pauses and holds closures that the model, unsure
+of a voice it never heard, leaves half open. It is relative to a running peak,
+so the input gain does not matter, and it only ever lowers jawOpen.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import labels
+from .audio import frame_to_sample
 
 BLINK_CLOSE_S = 0.06      # lids closing
 BLINK_OPEN_S = 0.12       # lids reopening (slower than closing, as in people)
@@ -23,6 +30,9 @@ BLINK_GAP_S = (2.0, 6.0)  # seconds between blinks: people blink ~10–20 times 
 FIRST_BLINK_S = 1.0
 SACCADE_GAP_S = (0.6, 2.5)
 SACCADE_RANGE = 0.25      # largest procedural eyeLook* weight
+GATE_PEAK_DECAY_DB_S = 1.0   # the running peak level sinks this fast, so the gate follows a quieter voice
+GATE_FIRST_PEAK_DB = -30.0   # the peak level assumed before the voice is heard (dBFS)
+SILENT_POWER = 1e-10         # keeps the dB of digital silence finite (-100 dBFS)
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,8 @@ class PostOptions:
     squint_limit: float = 1.0      # cap on eyeSquint (MediaPipe-trained models over-squint)
     blink_symmetry: float = 0.0    # 0..1: pull left/right blinks toward their mean
     smoothing_ms: float = 0.0      # one-pole low-pass time constant; 0 = off (adds lag when on)
+    jaw_gate_db: float = 30.0      # jaw shut on frames this many dB below the voice's recent peak; 0 = off
+    jaw_gate_width_db: float = 15.0  # ...and fully free this many dB above that
     blinks: str = "auto"           # procedural blinks: "auto" (if the model lacks them), "on", "off"
     gaze: str = "auto"             # procedural gaze saccades: "auto", "on", "off"
     seed: int = 0                  # procedural blinks/gaze are reproducible for a seed
@@ -44,6 +56,7 @@ BROWS = labels.indices(labels.BROWS)
 EYE_LOOK = labels.indices(labels.EYE_LOOK)
 EYE_SQUINT = labels.indices(labels.EYE_SQUINT)
 EYE_BLINK = labels.indices(labels.EYE_BLINK)
+JAW = labels.index("jawOpen")
 # Procedural gaze (x > 0: toward the avatar's left; y > 0: up) → eyeLook* weights.
 _GAZE = {"eyeLookOutLeft": (1, 0), "eyeLookInRight": (1, 0), "eyeLookInLeft": (-1, 0), "eyeLookOutRight": (-1, 0),
          "eyeLookUpLeft": (0, 1), "eyeLookUpRight": (0, 1), "eyeLookDownLeft": (0, -1), "eyeLookDownRight": (0, -1)}
@@ -83,6 +96,31 @@ def smooth(values, start, fps, opt: PostOptions, state):
         last = a * last + (1 - a) * values[t]
         out[t] = last
     return out, last
+
+
+def frame_levels_db(audio: np.ndarray, num_frames: int, fps: float, first: int = 0) -> np.ndarray:
+    """Level (dBFS) of frames first..first+T-1, (N,) samples starting at frame `first`'s first → (T,).
+
+    Frame i holds samples [round(i*sr/fps), round((i+1)*sr/fps)); missing samples count as silence.
+    """
+    bounds = frame_to_sample(np.arange(first, first + num_frames + 1), fps) - frame_to_sample(first, fps)
+    audio = np.asarray(audio, np.float64)[:bounds[-1]]
+    padded = np.pad(audio, (0, bounds[-1] - audio.size))
+    energy = np.add.reduceat(padded ** 2, bounds[:-1]) if num_frames else np.zeros(0)
+    return (10 * np.log10(energy / np.maximum(np.diff(bounds), 1) + SILENT_POWER)).astype(np.float32)
+
+
+def jaw_gate(values, levels_db, fps, opt: PostOptions, state):
+    """Scale jawOpen by how far each frame's level is below the running peak; state = the peak (dB)."""
+    peak = GATE_FIRST_PEAK_DB if state is None else state
+    if opt.jaw_gate_db <= 0 or levels_db is None:
+        return values, peak
+    sink = GATE_PEAK_DECAY_DB_S / fps
+    for t, level in enumerate(levels_db):
+        peak = max(float(level), peak - sink)
+        free = (level - (peak - opt.jaw_gate_db)) / max(opt.jaw_gate_width_db, 1e-6)
+        values[t, JAW] *= min(max(free, 0.0), 1.0)
+    return values, peak
 
 
 def _events(start, count, fps, rng_state, next_frame, gap_s, make):
@@ -155,15 +193,17 @@ class PostProcessor:
         seeds = np.random.SeedSequence(self.options.seed).spawn(2)
         first = lambda s: np.random.default_rng(s)  # noqa: E731
         self.state = {
-            shape_gains: None, smooth: None,
+            shape_gains: None, smooth: None, jaw_gate: None,
             blinks: (first(seeds[0]).bit_generator.state, None, []),
             gaze: (first(seeds[1]).bit_generator.state, 0, np.zeros(2, np.float32)),
         }
 
-    def __call__(self, values: np.ndarray, start: int, fps: float) -> np.ndarray:
+    def __call__(self, values: np.ndarray, start: int, fps: float, levels_db: np.ndarray | None = None) -> np.ndarray:
+        """(T, C) frames start..start+T-1 → post-processed copy; `levels_db` (T,) feeds the jaw gate."""
         if len(values) == 0:
             return values
         values = np.array(values, np.float32, copy=True)
+        values, self.state[jaw_gate] = jaw_gate(values, levels_db, fps, self.options, self.state[jaw_gate])
         for effect in self.effects:
             values, self.state[effect] = effect(values, start, fps, self.options, self.state[effect])
         return values

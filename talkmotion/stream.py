@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from . import labels
-from .audio import MelStream, check_pcm, num_frames
+from .audio import MelStream, check_pcm, frame_to_sample, num_frames
 from .frames import Frames
 from .model import FEATURE_HOP, TalkModel
-from .postprocess import PostOptions, PostProcessor
+from .postprocess import PostOptions, PostProcessor, frame_levels_db
 
 
 class FrameStep(nn.Module):
@@ -166,6 +166,25 @@ class MelSource:
         return out
 
 
+class FrameLevels:
+    """The level (dBFS) of each output frame's own audio, for the jaw gate."""
+
+    def __init__(self, fps: int):
+        self.fps = fps
+        self.frame = 0                                  # the next frame to measure
+        self.pending = np.zeros(0, np.float32)          # samples from that frame's first on
+
+    def push(self, pcm: np.ndarray) -> None:
+        self.pending = np.concatenate([self.pending, pcm])
+
+    def take(self, count: int) -> np.ndarray:
+        """(count,) levels of the next `count` frames, whose audio has arrived."""
+        levels = frame_levels_db(self.pending, count, self.fps, self.frame)
+        used = frame_to_sample(self.frame + count, self.fps) - frame_to_sample(self.frame, self.fps)
+        self.pending, self.frame = self.pending[used:], self.frame + count
+        return levels
+
+
 class PretrainedSource:
     """Audio → pretrained-encoder features, computed in fixed blocks over a bounded history."""
 
@@ -221,6 +240,7 @@ class Animator:
         self.next_frame = 0
         self.state = self.runtime.initial_state()
         self.audio = MelSource(self.dims) if self.dims.encoder == "mel" else PretrainedSource(self.model)
+        self.levels = FrameLevels(self.fps)
         self.post.reset()
 
     @property
@@ -250,6 +270,7 @@ class Animator:
     def _advance(self, pcm: np.ndarray, limit: int | None) -> Frames:
         self.padded += pcm.size
         self.audio.push(pcm)
+        self.levels.push(pcm)
         start = self.next_frame
         rows = []
         while limit is None or self.next_frame < limit:
@@ -259,7 +280,7 @@ class Animator:
             rows.append(row)
             self.next_frame += 1
         values = np.stack(rows) if rows else np.zeros((0, self.dims.n_channels), np.float32)
-        values = self.post(values, start, self.fps)
+        values = self.post(values, start, self.fps, self.levels.take(len(values)))
         return Frames(values, fps=self.fps, start=start, latency_ms=self.latency_ms, model=self.name)
 
     def _frame(self, i: int) -> np.ndarray | None:

@@ -113,6 +113,39 @@ def test_post_processing_is_chunking_invariant():
     np.testing.assert_allclose(run_post(opts, values, 7), whole, atol=1e-6)
 
 
+def test_frame_levels_measure_each_frames_own_samples():
+    from talkmotion.audio import frame_to_sample
+    from talkmotion.postprocess import frame_levels_db
+
+    audio = np.zeros(16000, np.float32)
+    audio[frame_to_sample(10):frame_to_sample(11)] = 0.5                 # frame 10 alone is loud
+    levels = frame_levels_db(audio, 30, 30)
+    assert levels[10] == pytest.approx(10 * np.log10(0.25), abs=1e-3)    # a constant 0.5: -6 dBFS
+    assert np.delete(levels, 10).max() < -90                              # digital silence
+    first = 7                                                             # measured from a later frame on
+    np.testing.assert_allclose(frame_levels_db(audio[frame_to_sample(first):], 23, 30, first), levels[first:],
+                               atol=1e-4)
+
+
+def test_jaw_gate_shuts_the_jaw_far_below_the_recent_peak_at_any_input_gain():
+    from talkmotion.postprocess import jaw_gate
+
+    jaw = labels.index("jawOpen")
+    values = np.full((30, labels.NUM_CHANNELS), 0.4, np.float32)
+    speech_pause_speech = np.array([-12.0] * 10 + [-70.0] * 10 + [-14.0] * 10, np.float32)
+    for gain_db in (0.0, -15.0):                                          # a quieter microphone
+        out, _ = jaw_gate(values.copy(), speech_pause_speech + gain_db, 30, PostOptions(), None)
+        assert np.allclose(out[:10, jaw], 0.4) and np.allclose(out[20:, jaw], 0.4)
+        assert np.all(out[10:20, jaw] == 0)
+        np.testing.assert_array_equal(np.delete(out, jaw, axis=1), np.delete(values, jaw, axis=1))
+    halfway = speech_pause_speech.copy()
+    halfway[10:20] = -12.0 - PostOptions().jaw_gate_db + PostOptions().jaw_gate_width_db / 2
+    out, _ = jaw_gate(values.copy(), halfway, 30, PostOptions(), None)
+    assert out[15, jaw] == pytest.approx(0.2, abs=0.01)                   # half free, half shut
+    off, _ = jaw_gate(values.copy(), speech_pause_speech, 30, PostOptions(jaw_gate_db=0), None)
+    np.testing.assert_array_equal(off, values)
+
+
 def test_procedural_blinks_have_human_rate_and_shape():
     values = np.zeros((30 * 60, labels.NUM_CHANNELS), np.float32)    # one minute
     out = run_post(PostOptions(), values, 10)

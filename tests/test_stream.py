@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from talkmotion import labels
 from talkmotion.audio import AudioError, log_mel, num_frames
 from talkmotion.model import ModelDims, shift_previous
 from talkmotion.postprocess import PostOptions
@@ -15,6 +16,13 @@ RAW = PostOptions(blinks="off", gaze="off")
 def noise(seconds, seed=0):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
+
+
+def bursts(seconds, seed=0):
+    """Noise in 0.3 s bursts with 0.3 s of silence between: the jaw gate has work to do."""
+    pcm = noise(seconds, seed)
+    pcm[(np.arange(pcm.size) // 4800) % 2 == 1] = 0.0
+    return pcm
 
 
 def run_chunks(animator, pcm, size):
@@ -37,9 +45,22 @@ def test_cached_stream_equals_uncached_forward(tiny_model):
 
 @pytest.mark.parametrize("size", [1, 7, 320, 16000])
 def test_chunking_invariance(tiny_model, size):
-    pcm = noise(0.7 if size == 1 else 2.0)
+    pcm = bursts(0.7 if size == 1 else 2.0)
     reference = run_chunks(Animator(tiny_model, RAW), pcm, pcm.size)
     np.testing.assert_allclose(run_chunks(Animator(tiny_model, RAW), pcm, size), reference, atol=1e-4)
+
+
+def test_the_jaw_gate_follows_the_frames_own_audio(tiny_model):
+    pcm = bursts(2.4)
+    jaw = labels.index("jawOpen")
+    gated = run_chunks(Animator(tiny_model, RAW), pcm, 320)[:, jaw]
+    free = run_chunks(Animator(tiny_model, PostOptions(blinks="off", gaze="off", jaw_gate_db=0)), pcm, 320)[:, jaw]
+    own = [pcm[round(i * 16000 / 30):round((i + 1) * 16000 / 30)] for i in range(len(gated))]
+    silent = np.array([np.abs(x).max() == 0 for x in own])
+    voiced = np.array([x.size > 0 and np.all(x != 0) for x in own])   # frames wholly inside a burst
+    assert silent.sum() > 20 and free[silent].max() > 0                  # the raw model opens in the pauses
+    assert np.all(gated[silent] == 0)                                    # the gate shuts it there
+    np.testing.assert_allclose(gated[voiced], free[voiced], atol=1e-6)   # and leaves the voice alone
 
 
 def test_frames_arrive_within_stated_latency(tiny_model):
