@@ -78,6 +78,7 @@ def load_clips(root: str | Path, split: str | None = None, limit: int | None = N
 
 
 MAX_REVERB_S = 3.0
+BOOTSTRAP_ROUNDS = 1000     # resamplings of the clips behind each AUC-gap interval
 
 
 def degraded(clips: list[Clip], noise_snr_db: float | None = None, reverb_s: float | None = None) -> list[Clip]:
@@ -268,6 +269,7 @@ def report_from(clips: list[Clip], predictions: dict[str, list[np.ndarray]],
         entry = {"summary": result["summary"]}
         if energy is not None and name != "energy":
             entry["beats_energy"] = metrics.beats(result["summary"], energy)
+            entry["open_closed_auc_gap_95"] = auc_gap(clips, predictions[name], predictions["energy"])
         entry["targets"] = judge(result["summary"], energy if name != "energy" else None)
         entry["per_channel"] = result["per_channel"]
         sources[name] = entry
@@ -280,6 +282,16 @@ def report_from(clips: list[Clip], predictions: dict[str, list[np.ndarray]],
                     "beats_energy": f"better than energy on each of {', '.join(metrics.LIP_METRICS)}"},
         "sources": sources,
     }
+
+
+def auc_gap(clips: list[Clip], preds: list[np.ndarray], energy: list[np.ndarray]) -> list[float] | None:
+    """[low, high]: 95 % paired-bootstrap interval over clips of this source's open/closed AUC
+    minus the energy jaw's (metrics.auc_gap_interval); None where a class is missing."""
+    if any(c.phonemes is None for c in clips):
+        return None
+    parts = [[metrics.segment_extremes(p, c) for p, c in zip(ps, clips)] for ps in (preds, energy)]
+    gap = metrics.auc_gap_interval(parts[0], parts[1], BOOTSTRAP_ROUNDS)
+    return None if gap is None else [round(gap[0], 5), round(gap[1], 5)]
 
 
 def group_summaries(clips: list[Clip], predictions: dict[str, list[np.ndarray]], key: str,
@@ -486,6 +498,10 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "report.json", report)
     write_figure(out / "eval.png", clips, predictions, thresholds, args.figure_clips)
     print(format_table(report))
+    for name, entry in report["sources"].items():
+        if entry.get("open_closed_auc_gap_95"):
+            low, high = entry["open_closed_auc_gap_95"]
+            print(f"{name}: open/closed AUC minus the energy jaw's, 95 % over clips: [{low:+.4f}, {high:+.4f}]")
     for name in (n for n in ("model", "frames") if args.by and n in predictions):
         print(format_groups(report["groups"][args.by], args.by, name))
     print(f"wrote {out / 'report.json'} and {out / 'eval.png'}")

@@ -53,6 +53,10 @@ Conventions and definitions (the thresholds are fixed here, so reports compare):
   DIVERSITY_MIN_STD) of predicted std / reference std.
 - l1: mean |pred - ref| per channel over valid (masked) frames; l1_mouth is
   the mean over labels.MOUTH, l1_head_deg over head angles (degrees).
+- auc_gap_interval: the 95 % interval of open_closed_auc(a) - open_closed_auc(b)
+  when clips are drawn with replacement (the same draws for both): a paired
+  bootstrap over clips, so a gap of a few pairs in ten thousand can be told
+  from the luck of which clips were held out.
 - beats(a, b): per lip metric (LIP_METRICS), a strictly better than b, or
   both at the best possible value (an energy jaw closes in digital silence as
   well as any model can). Lag is judged by its own target, not here.
@@ -183,6 +187,33 @@ def roc_auc(positive, negative) -> float | None:
         return None
     ranks = rankdata(np.concatenate([pos, neg]))
     return float((ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+
+def segment_extremes(pred: np.ndarray, clip) -> tuple[np.ndarray, np.ndarray]:
+    """(T, C) prediction of one clip → (peak jawOpen of each open-vowel segment,
+    least jawOpen of each bilabial segment): what open_closed_auc ranks."""
+    valid, jaw, t = _valid(clip, pred), np.asarray(pred)[:, _JAW], len(pred)
+    opens = segments_of(clip.phonemes, OPEN_VOWELS, t, clip.fps, valid)
+    closures = segments_of(clip.phonemes, BILABIAL, t, clip.fps, valid)
+    return np.array([jaw[i].max() for i in opens]), np.array([jaw[i].min() for i in closures])
+
+
+def auc_gap_interval(a_parts, b_parts, rounds: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float] | None:
+    """Paired-bootstrap interval of AUC(a) - AUC(b) over clips; a_parts and b_parts hold one
+    segment_extremes() pair per clip, in the same clip order. None if a draw lacks a class."""
+    rng = np.random.default_rng(seed)
+    n, gaps = len(a_parts), []
+    for _ in range(rounds):
+        pick = rng.integers(n, size=n)
+        aucs = [roc_auc(np.concatenate([parts[k][0] for k in pick]), np.concatenate([parts[k][1] for k in pick]))
+                for parts in (a_parts, b_parts)]
+        if None in aucs:
+            return None
+        gaps.append(aucs[0] - aucs[1])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(gaps, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def paired_auc(positive, negative, positive_ref, negative_ref, block: int = 1024) -> float | None:

@@ -53,6 +53,8 @@ def test_rule_labels_score_perfectly_on_every_lip_metric_and_energy_scores_worse
     _assert_perfect(report["sources"]["reference"]["summary"])
     assert all(report["sources"]["handmade"]["targets"].values())
     _assert_energy_worse(report, "handmade")
+    low, high = report["sources"]["handmade"]["open_closed_auc_gap_95"]     # perfect vs energy, over clips
+    assert 0 <= low <= high and high > 0
 
 
 def test_the_viseme_rules_score_perfectly_against_their_own_labels():

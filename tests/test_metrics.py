@@ -244,3 +244,21 @@ def test_summary_metrics_for_training_logs_are_flat_numbers():
     assert got["open_closed_auc"] == 0.5                  # ...but cannot tell open from closed
     assert got["silence_closure"] == 1.0
     assert "lag_ms" not in got                            # no motion, no lag
+
+
+def test_auc_gap_interval_brackets_a_real_gap_and_a_tie():
+    clips = make_clips(12)
+    jaw = labels.index("jawOpen")
+    rng = np.random.default_rng(3)
+    blurred = []
+    for clip in clips:                                  # a source whose jaw is shuffled in time
+        pred = clip.labels.copy()
+        pred[:, jaw] = rng.permutation(pred[:, jaw])
+        blurred.append(pred)
+    exact = [metrics.segment_extremes(c.labels, c) for c in clips]
+    noisy = [metrics.segment_extremes(p, c) for p, c in zip(blurred, clips)]
+    assert sum(len(o) for o, _ in exact) > 10 and sum(len(b) for _, b in exact) > 10
+    low, high = metrics.auc_gap_interval(exact, noisy, rounds=300)
+    assert 0 < low <= high                               # the reference is surely better
+    assert metrics.auc_gap_interval(noisy, exact, rounds=300)[1] < 0
+    assert metrics.auc_gap_interval(noisy, noisy, rounds=300) == (0.0, 0.0)
