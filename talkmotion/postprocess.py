@@ -17,6 +17,7 @@ so the input gain does not matter, and it only ever lowers jawOpen.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,11 +104,15 @@ def frame_levels_db(audio: np.ndarray, num_frames: int, fps: float, first: int =
 
     Frame i holds samples [round(i*sr/fps), round((i+1)*sr/fps)); missing samples count as silence.
     """
-    bounds = frame_to_sample(np.arange(first, first + num_frames + 1), fps) - frame_to_sample(first, fps)
-    audio = np.asarray(audio, np.float64)[:bounds[-1]]
-    padded = np.pad(audio, (0, bounds[-1] - audio.size))
-    energy = np.add.reduceat(padded ** 2, bounds[:-1]) if num_frames else np.zeros(0)
-    return (10 * np.log10(energy / np.maximum(np.diff(bounds), 1) + SILENT_POWER)).astype(np.float32)
+    # A loop over a few frames: the streaming path measures one or two per call, where
+    # whole-array numpy set-up costs more than the arithmetic.
+    origin = frame_to_sample(first, fps)
+    out = np.empty(num_frames, np.float32)
+    for k in range(num_frames):
+        a, b = frame_to_sample(first + k, fps) - origin, frame_to_sample(first + k + 1, fps) - origin
+        own = audio[a:b]
+        out[k] = 10 * math.log10(float(np.dot(own, own)) / max(b - a, 1) + SILENT_POWER)
+    return out
 
 
 def jaw_gate(values, levels_db, fps, opt: PostOptions, state):

@@ -280,7 +280,8 @@ class Animator:
             rows.append(row)
             self.next_frame += 1
         values = np.stack(rows) if rows else np.zeros((0, self.dims.n_channels), np.float32)
-        values = self.post(values, start, self.fps, self.levels.take(len(values)))
+        if rows:
+            values = self.post(values, start, self.fps, self.levels.take(len(values)))
         return Frames(values, fps=self.fps, start=start, latency_ms=self.latency_ms, model=self.name)
 
     def _frame(self, i: int) -> np.ndarray | None:
