@@ -71,6 +71,14 @@ class LossConfig:
                                     # rare, short, and what a viewer checks first
     closure_level: float = 0.1      # target mouthClose at or above which a frame counts as a closure
 
+    def __post_init__(self):
+        for name in ("velocity_weight", "closure_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("beta", "std_floor"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"loss.{name} must be above 0, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -146,6 +146,15 @@ def test_closure_weight_counts_lip_closure_frames_more():
     assert loss_with_error_on(2, weighted) < loss_with_error_on(2, plain)   # a weighted mean
 
 
+@pytest.mark.parametrize("field, value", [("closure_weight", -1.0), ("velocity_weight", -0.5), ("beta", 0.0)])
+def test_loss_weights_out_of_range_are_refused(field, value):
+    from talkmotion.config import from_dict
+    from talkmotion.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=f"loss.{field} must be"):
+        from_dict(TrainConfig, {"loss": {field: value}})
+
+
 @pytest.mark.parametrize("name", ["default.toml", "default_closure.toml", "finetune_video.toml"])
 def test_shipped_configs_load(name):
     from pathlib import Path
