@@ -101,7 +101,10 @@ def _voice(voice: str):
         _library()
         register = getattr(lib, REGISTER.format(voice=voice))
         register.restype, register.argtypes = ctypes.POINTER(_Voice), [ctypes.c_char_p]
-        _voices[voice] = register(None)
+        vox = register(None)
+        if not vox:
+            raise TTSError(f"flite could not load its voice {voice!r} ({VOICE_LIBRARY.format(voice=voice)})")
+        _voices[voice] = vox
     return _voices[voice]
 
 
