@@ -89,6 +89,8 @@ def degraded(clips: list[Clip], noise_snr_db: float | None = None, reverb_s: flo
     """
     from .data import augment
 
+    if noise_snr_db is not None and not math.isfinite(noise_snr_db):
+        raise EvalError(f"--noise-snr must be a finite number of decibels, got {noise_snr_db}")
     if reverb_s is not None and not 0 < reverb_s <= MAX_REVERB_S:
         raise EvalError(f"--reverb must be an RT60 in (0, {MAX_REVERB_S:g}] seconds, got {reverb_s:g}")
     out = []
