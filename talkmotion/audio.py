@@ -32,6 +32,27 @@ def frame_to_sample(i: int | np.ndarray, fps: float = FPS, sr: int = SAMPLE_RATE
         else int(round(i * sr / fps))
 
 
+SILENT_POWER = 1e-10   # keeps the dB of digital silence finite (-100 dBFS)
+
+
+def frame_levels_db(audio: np.ndarray, count: int, fps: float = FPS, first: int = 0) -> np.ndarray:
+    """RMS level in dBFS of frames first..first+count-1 over each frame's own samples,
+    (N,) samples starting at frame `first`'s first sample → (count,) float64.
+
+    A frame the audio only partly covers is measured on what is there; one it does
+    not reach at all is silence. A plain loop: streaming measures one or two frames
+    per call, where whole-array numpy set-up would cost more than the arithmetic.
+    """
+    origin = frame_to_sample(first, fps)
+    out = np.empty(count)
+    for k in range(count):
+        own = np.asarray(audio[frame_to_sample(first + k, fps) - origin:frame_to_sample(first + k + 1, fps) - origin],
+                         np.float64)
+        power = float(np.dot(own, own)) / own.size if own.size else 0.0
+        out[k] = 10 * math.log10(power + SILENT_POWER)
+    return out
+
+
 def num_frames(num_samples: int, fps: float = FPS, sr: int = SAMPLE_RATE) -> int:
     """Frames needed to cover `num_samples` of audio (the last one may be partial)."""
     return int(math.ceil(num_samples * fps / sr - 1e-9))

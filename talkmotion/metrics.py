@@ -70,7 +70,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import labels
-from .audio import SAMPLE_RATE, frame_to_sample
+from .audio import frame_levels_db
 from .data.phonemes import BILABIAL, OPEN_VOWELS, ROUNDED_VOWELS, SILENCE, SPREAD_VOWELS
 
 CLOSED_QUANTILE = 0.9          # reference closures this open still count as closed
@@ -81,7 +81,6 @@ MAX_LAG_FRAMES = 10            # lag search range, each way
 DIVERSITY_MIN_STD = 1e-3       # channels the reference never moves are left out of ratios
 LOUDNESS_RANGE_DB = 40.0       # loudness curve spans this far below the clip's loud level
 LOUDNESS_PEAK_QUANTILE = 0.95  # the clip's "loud level": robust to a single click
-POWER_FLOOR = 1e-10            # keeps log10 of digital silence finite
 
 _JAW = labels.index("jawOpen")
 _CLOSE = labels.index("mouthClose")
@@ -117,16 +116,11 @@ def loudness(audio: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
     RMS over each frame's samples in dB, mapped linearly from LOUDNESS_RANGE_DB
     below the clip's loud level (0) up to that level (1).
     """
-    audio = np.asarray(audio, np.float64)
     if num_frames == 0:
         return np.zeros(0, np.float32)
-    starts = np.minimum(frame_to_sample(np.arange(num_frames), fps, SAMPLE_RATE), max(audio.size - 1, 0))
-    if audio.size == 0:
+    if np.size(audio) == 0:
         return np.zeros(num_frames, np.float32)
-    ends = np.append(starts[1:], audio.size)
-    energy = np.add.reduceat(audio ** 2, starts)
-    power = energy / np.maximum(ends - starts, 1)
-    db = 10 * np.log10(power + POWER_FLOOR)
+    db = frame_levels_db(audio, num_frames, fps)
     loud = np.quantile(db, LOUDNESS_PEAK_QUANTILE)
     return np.clip((db - (loud - LOUDNESS_RANGE_DB)) / LOUDNESS_RANGE_DB, 0.0, 1.0).astype(np.float32)
 

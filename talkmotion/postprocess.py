@@ -17,13 +17,11 @@ so the input gain does not matter, and it only ever lowers jawOpen.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import labels
-from .audio import frame_to_sample
 
 BLINK_CLOSE_S = 0.06      # lids closing
 BLINK_OPEN_S = 0.12       # lids reopening (slower than closing, as in people)
@@ -33,7 +31,6 @@ SACCADE_GAP_S = (0.6, 2.5)
 SACCADE_RANGE = 0.25      # largest procedural eyeLook* weight
 GATE_PEAK_DECAY_DB_S = 1.0   # the running peak level sinks this fast, so the gate follows a quieter voice
 GATE_FIRST_PEAK_DB = -30.0   # the peak level assumed before the voice is heard (dBFS)
-SILENT_POWER = 1e-10         # keeps the dB of digital silence finite (-100 dBFS)
 
 
 @dataclass(frozen=True)
@@ -97,22 +94,6 @@ def smooth(values, start, fps, opt: PostOptions, state):
         last = a * last + (1 - a) * values[t]
         out[t] = last
     return out, last
-
-
-def frame_levels_db(audio: np.ndarray, num_frames: int, fps: float, first: int = 0) -> np.ndarray:
-    """Level (dBFS) of frames first..first+T-1, (N,) samples starting at frame `first`'s first → (T,).
-
-    Frame i holds samples [round(i*sr/fps), round((i+1)*sr/fps)); missing samples count as silence.
-    """
-    # A loop over a few frames: the streaming path measures one or two per call, where
-    # whole-array numpy set-up costs more than the arithmetic.
-    origin = frame_to_sample(first, fps)
-    out = np.empty(num_frames, np.float32)
-    for k in range(num_frames):
-        a, b = frame_to_sample(first + k, fps) - origin, frame_to_sample(first + k + 1, fps) - origin
-        own = audio[a:b]
-        out[k] = 10 * math.log10(float(np.dot(own, own)) / max(b - a, 1) + SILENT_POWER)
-    return out
 
 
 def jaw_gate(values, levels_db, fps, opt: PostOptions, state):

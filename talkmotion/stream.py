@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from . import labels
-from .audio import MelStream, check_pcm, frame_to_sample, num_frames
+from .audio import MelStream, check_pcm, frame_levels_db, frame_to_sample, num_frames
 from .frames import Frames
 from .model import FEATURE_HOP, TalkModel
-from .postprocess import PostOptions, PostProcessor, frame_levels_db
+from .postprocess import PostOptions, PostProcessor
 
 
 class FrameStep(nn.Module):

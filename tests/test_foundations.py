@@ -114,8 +114,7 @@ def test_post_processing_is_chunking_invariant():
 
 
 def test_frame_levels_measure_each_frames_own_samples():
-    from talkmotion.audio import frame_to_sample
-    from talkmotion.postprocess import frame_levels_db
+    from talkmotion.audio import frame_levels_db, frame_to_sample
 
     audio = np.zeros(16000, np.float32)
     audio[frame_to_sample(10):frame_to_sample(11)] = 0.5                 # frame 10 alone is loud

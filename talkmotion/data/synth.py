@@ -262,7 +262,7 @@ def _worker_main(conn, root: str, timeout: float) -> None:
 
     Heavy imports happen before "ready", so no clip's timeout pays for them.
     """
-    from . import visemes, tts_espeak, tts_festival  # noqa: F401 - warm-up imports
+    from . import visemes, tts_espeak, tts_festival, tts_flite  # noqa: F401 - warm-up imports
     from safetensors.numpy import save_file  # noqa: F401
     import scipy.signal  # noqa: F401
 
