@@ -62,6 +62,7 @@ def test_pitch_shift_moves_pitch_and_keeps_timing(semitones):
     shifted = aug.pitch_shift(burst, semitones)   # the 50 ms burst stays where its labels are
     within = 0.05 + aug.WSOLA_TOLERANCE / SAMPLE_RATE
     assert np.argmax(np.abs(shifted)) / SAMPLE_RATE == pytest.approx(np.argmax(labels[:, 0]) / FPS, abs=within)
+    assert aug.pitch_shift(np.zeros(0, np.float32), semitones).size == 0      # an empty crop stays empty
 
 
 def test_timbre_eq_recolours_the_spectrum_at_the_same_loudness():

@@ -59,10 +59,15 @@ def retime(labels, mask, factor: float, num_samples: int):
     return new_labels.astype(np.float32), mask[idx]
 
 
+def played_faster(audio, factor: float) -> np.ndarray:
+    """(N,) → about (N / factor,): the samples played `factor` times faster (resampling moves
+    pitch, formants and tempo together)."""
+    return resample_poly(audio, int(round(100 / factor)), 100).astype(np.float32)
+
+
 def speed(audio, labels, mask, factor: float):
     """Play `factor` times faster: pitch up and tempo up together; labels follow."""
-    up, down = int(round(100 / factor)), 100
-    out = resample_poly(audio, up, down).astype(np.float32)
+    out = played_faster(audio, factor)
     return (out, *retime(labels, mask, factor, out.size))
 
 
@@ -111,8 +116,9 @@ def pitch_shift(audio, semitones: float) -> np.ndarray:
     Resampling moves pitch, formants and tempo together; stretching back by the
     same ratio restores the timing, so the labels need no change.
     """
-    ratio = 2.0 ** (semitones / 12)
-    higher = resample_poly(audio, 100, int(round(100 * ratio))).astype(np.float32)
+    if np.size(audio) == 0:
+        return np.zeros(0, np.float32)
+    higher = played_faster(audio, 2.0 ** (semitones / 12))
     out = time_stretch(higher, higher.size / audio.size)
     return np.pad(out, (0, max(0, audio.size - out.size)))[:audio.size]
 
