@@ -271,7 +271,7 @@ def report_from(clips: list[Clip], predictions: dict[str, list[np.ndarray]],
         entry = {"summary": result["summary"]}
         if energy is not None and name != "energy":
             entry["beats_energy"] = metrics.beats(result["summary"], energy)
-            entry["open_closed_auc_gap_95"] = auc_gap(clips, predictions[name], predictions["energy"])
+            entry["open_closed_auc_gap_95"] = auc_gap(result, scored["energy"])
         entry["targets"] = judge(result["summary"], energy if name != "energy" else None)
         entry["per_channel"] = result["per_channel"]
         sources[name] = entry
@@ -286,13 +286,10 @@ def report_from(clips: list[Clip], predictions: dict[str, list[np.ndarray]],
     }
 
 
-def auc_gap(clips: list[Clip], preds: list[np.ndarray], energy: list[np.ndarray]) -> list[float] | None:
-    """[low, high]: 95 % paired-bootstrap interval over clips of this source's open/closed AUC
-    minus the energy jaw's (metrics.auc_gap_interval); None where a class is missing."""
-    if any(c.phonemes is None for c in clips):
-        return None
-    parts = [[metrics.segment_extremes(p, c) for p, c in zip(ps, clips)] for ps in (preds, energy)]
-    gap = metrics.auc_gap_interval(parts[0], parts[1], BOOTSTRAP_ROUNDS)
+def auc_gap(scored: dict, energy: dict) -> list[float] | None:
+    """[low, high]: 95 % paired-bootstrap interval over clips of a source's open/closed AUC
+    minus the energy jaw's, from their metrics.score results; None where a class is missing."""
+    gap = metrics.auc_gap_interval(scored["segment_extremes"], energy["segment_extremes"], BOOTSTRAP_ROUNDS)
     return None if gap is None else [round(gap[0], 5), round(gap[1], 5)]
 
 

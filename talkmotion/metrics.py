@@ -186,9 +186,12 @@ def roc_auc(positive, negative) -> float | None:
 def segment_extremes(pred: np.ndarray, clip) -> tuple[np.ndarray, np.ndarray]:
     """(T, C) prediction of one clip → (peak jawOpen of each open-vowel segment,
     least jawOpen of each bilabial segment): what open_closed_auc ranks."""
-    valid, jaw, t = _valid(clip, pred), np.asarray(pred)[:, _JAW], len(pred)
-    opens = segments_of(clip.phonemes, OPEN_VOWELS, t, clip.fps, valid)
-    closures = segments_of(clip.phonemes, BILABIAL, t, clip.fps, valid)
+    valid, t = _valid(clip, pred), len(pred)
+    return _jaw_extremes(np.asarray(pred)[:, _JAW], segments_of(clip.phonemes, OPEN_VOWELS, t, clip.fps, valid),
+                         segments_of(clip.phonemes, BILABIAL, t, clip.fps, valid))
+
+
+def _jaw_extremes(jaw: np.ndarray, opens, closures) -> tuple[np.ndarray, np.ndarray]:
     return np.array([jaw[i].max() for i in opens]), np.array([jaw[i].min() for i in closures])
 
 
@@ -304,8 +307,7 @@ class _Totals:
         self.bilabial: list[bool] = []
         self.silence_closed = 0
         self.silence_frames = 0
-        self.open_jaw: list[float] = []
-        self.closure_jaw: list[float] = []
+        self.extremes: list[tuple[np.ndarray, np.ndarray]] = []   # per clip, see segment_extremes
         self.open_frames: list[np.ndarray] = []
         self.closure_frames: list[np.ndarray] = []
         self.rounded: list[float] = []
@@ -327,8 +329,7 @@ class _Totals:
         ap, jaw, rnd = aperture(pred), pred[:, _JAW], rounding(pred)
         closures, opens = segments_of(ph, BILABIAL, t, fps, valid), segments_of(ph, OPEN_VOWELS, t, fps, valid)
         self.bilabial += [bool(ap[i].min() <= threshold) for i in closures]
-        self.closure_jaw += [jaw[i].min() for i in closures]
-        self.open_jaw += [jaw[i].max() for i in opens]
+        self.extremes.append(_jaw_extremes(jaw, opens, closures))
         self.closure_frames += [jaw[i] for i in closures]
         self.open_frames += [jaw[i] for i in opens]
         ref_rnd = rounding(ref)
@@ -376,11 +377,13 @@ class _Totals:
         std = {k: np.sqrt(np.maximum(self.sums[k + "2"] / n - (self.sums[k] / n) ** 2, 0.0)) for k in ("pred", "ref")}
         l1 = self.abs_err / n
         jn = np.maximum(self.jerk["n"], 1)
+        open_jaw = np.concatenate([np.zeros(0)] + [o for o, _ in self.extremes])
+        closure_jaw = np.concatenate([np.zeros(0)] + [c for _, c in self.extremes])
         out = {
             "bilabial_closure": _share(sum(self.bilabial), len(self.bilabial)),
             "bilabial_segments": len(self.bilabial),
-            "open_closed_auc": roc_auc(self.open_jaw, self.closure_jaw),
-            "open_segments": len(self.open_jaw),
+            "open_closed_auc": roc_auc(open_jaw, closure_jaw),
+            "open_segments": len(open_jaw),
             "open_closed_frame_auc": roc_auc(np.concatenate([np.zeros(0)] + self.open_frames),
                                              np.concatenate([np.zeros(0)] + self.closure_frames)),
             "rounding_auc": paired_auc(self.rounded, self.spread, self.rounded_ref, self.spread_ref),
@@ -405,7 +408,8 @@ class _Totals:
         per_channel = {
             "l1": _by_channel(l1), "std": _by_channel(std["pred"]), "reference_std": _by_channel(std["ref"]),
         }
-        return {"summary": {k: _rounded(v) for k, v in out.items()}, "per_channel": per_channel}
+        return {"summary": {k: _rounded(v) for k, v in out.items()}, "per_channel": per_channel,
+                "segment_extremes": self.extremes}
 
 
 def _share(hits: int, total: int) -> float | None:
@@ -433,7 +437,8 @@ def score(preds: list[np.ndarray], clips, refs: list[np.ndarray] | None = None,
             .audio (N_k,) 16 kHz and, unless `refs` is given, .labels (T_k, C).
     refs:   reference labels to judge against (default: each clip's labels).
     thresholds: closure threshold (default: from the references).
-    Returns {"summary": {metric: value or None}, "per_channel": {"l1"|"std"|"reference_std": {name: v}}}.
+    Returns {"summary": {metric: value or None}, "per_channel": {"l1"|"std"|"reference_std": {name: v}},
+             "segment_extremes": [segment_extremes() of each clip]}.
     """
     clips = list(clips)
     refs = [np.asarray(r, np.float32) for r in (refs if refs is not None else [c.labels for c in clips])]
