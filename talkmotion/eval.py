@@ -193,7 +193,7 @@ def model_source(spec: str, backend: str = "torch") -> tuple[Source, str]:
         from .checkpoint import load_model
         from .stream import make_runtime
     except ImportError as err:
-        raise EvalError(f"--model needs talkmotion.animate and talkmotion.checkpoint ({err})") from err
+        raise EvalError(f"--model needs the model code (talkmotion.animate, .checkpoint, .stream): {err}") from err
 
     model = load_model(None if spec == "default" else spec)
     runtime = make_runtime(model, backend)
@@ -323,8 +323,9 @@ def evaluate(clips: list[Clip], sources: dict[str, Source] | Source | None = Non
     return report
 
 
-def evaluate_with_predictions(clips, sources=None, baselines=True):
-    """evaluate(), also returning {source: [(T_k, C)]} for figures."""
+def evaluate_with_predictions(clips, sources=None, baselines=True, thresholds: metrics.Thresholds | None = None):
+    """evaluate(), also returning {source: [(T_k, C)]} for figures; `thresholds` if the
+    caller already has them (default: from the clips' reference labels)."""
     clips = list(clips)
     if not clips:
         raise EvalError("no clips to evaluate")
@@ -334,7 +335,7 @@ def evaluate_with_predictions(clips, sources=None, baselines=True):
     if callable(sources):
         sources = {"model": sources}
     sources = dict(sources or {})
-    thresholds = metrics.thresholds_from_reference([c.labels for c in clips], clips)
+    thresholds = thresholds or metrics.thresholds_from_reference([c.labels for c in clips], clips)
     skipped = {}
     if baselines:
         clash = sorted(set(BASELINES) & set(sources))
@@ -487,8 +488,8 @@ def run(args: argparse.Namespace) -> int:
     if args.frames:
         sources["frames"] = frames_source(args.frames)
         names["frames"] = str(args.frames)
-    report, predictions = evaluate_with_predictions(clips, sources)
-    thresholds = metrics.thresholds_from_reference([c.labels for c in clips], clips)
+    thresholds = metrics.thresholds_from_reference([c.labels for c in clips], clips)   # also for groups and figure
+    report, predictions = evaluate_with_predictions(clips, sources, thresholds=thresholds)
     if args.by:
         report["groups"] = {args.by: group_summaries(clips, predictions, args.by, thresholds)}
     report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "source_names": names,
