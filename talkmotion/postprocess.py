@@ -17,11 +17,13 @@ so the input gain does not matter, and it only ever lowers jawOpen.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import labels
+from .errors import TalkmotionError
 
 BLINK_CLOSE_S = 0.06      # lids closing
 BLINK_OPEN_S = 0.12       # lids reopening (slower than closing, as in people)
@@ -47,6 +49,17 @@ class PostOptions:
     blinks: str = "auto"           # procedural blinks: "auto" (if the model lacks them), "on", "off"
     gaze: str = "auto"             # procedural gaze saccades: "auto", "on", "off"
     seed: int = 0                  # procedural blinks/gaze are reproducible for a seed
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = "--" + f.name.replace("_", "-")
+                raise PostOptionsError(f"post-processing option {flag} must be a finite number, got {value}")
+
+
+class PostOptionsError(TalkmotionError, ValueError):
+    """A post-processing setting that cannot be used; the message names it."""
 
 
 MOUTH = labels.indices(labels.MOUTH)

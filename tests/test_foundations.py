@@ -145,6 +145,19 @@ def test_jaw_gate_shuts_the_jaw_far_below_the_recent_peak_at_any_input_gain():
     np.testing.assert_array_equal(off, values)
 
 
+@pytest.mark.parametrize("field", ["jaw_gate_db", "mouth_gain"])
+def test_non_finite_post_options_are_refused_by_name(field, tmp_path):
+    from talkmotion.assets import SAMPLE_SPEECH
+    from talkmotion.cli import main
+    from talkmotion.postprocess import PostOptionsError
+
+    with pytest.raises(PostOptionsError, match=f"--{field.replace('_', '-')} must be a finite number"):
+        PostOptions(**{field: float("nan")})
+    out = tmp_path / "nan.json"
+    assert main(["animate", str(SAMPLE_SPEECH), "-o", str(out), f"--{field.replace('_', '-')}", "nan"]) == 2
+    assert not out.exists()
+
+
 def test_procedural_blinks_have_human_rate_and_shape():
     values = np.zeros((30 * 60, labels.NUM_CHANNELS), np.float32)    # one minute
     out = run_post(PostOptions(), values, 10)
