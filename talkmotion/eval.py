@@ -78,6 +78,7 @@ def load_clips(root: str | Path, split: str | None = None, limit: int | None = N
 
 
 MAX_REVERB_S = 3.0
+NOISE_SNR_RANGE_DB = (-20.0, 80.0)   # from noise drowning the voice to noise below hearing
 BOOTSTRAP_ROUNDS = 1000     # resamplings of the clips behind each AUC-gap interval
 
 
@@ -89,8 +90,9 @@ def degraded(clips: list[Clip], noise_snr_db: float | None = None, reverb_s: flo
     """
     from .data import augment
 
-    if noise_snr_db is not None and not math.isfinite(noise_snr_db):
-        raise EvalError(f"--noise-snr must be a finite number of decibels, got {noise_snr_db}")
+    low, high = NOISE_SNR_RANGE_DB
+    if noise_snr_db is not None and not low <= noise_snr_db <= high:     # NaN fails this too
+        raise EvalError(f"--noise-snr must be between {low:g} and {high:g} dB, got {noise_snr_db}")
     if reverb_s is not None and not 0 < reverb_s <= MAX_REVERB_S:
         raise EvalError(f"--reverb must be an RT60 in (0, {MAX_REVERB_S:g}] seconds, got {reverb_s:g}")
     out = []

@@ -220,8 +220,9 @@ def test_degraded_listening_is_seeded_and_hurts_the_energy_jaw_not_the_reference
     assert energy(loud_room)["open_closed_auc"] < energy(clean)["open_closed_auc"]
     with pytest.raises(ev.EvalError, match="--reverb must be an RT60"):
         ev.degraded(clips, reverb_s=0.0)
-    with pytest.raises(ev.EvalError, match="--noise-snr must be a finite"):
-        ev.degraded(clips, noise_snr_db=float("nan"))
+    for bad in (float("nan"), 1e6):
+        with pytest.raises(ev.EvalError, match="--noise-snr must be between"):
+            ev.degraded(clips, noise_snr_db=bad)
     out = tmp_path / "noisy"
     assert main(["eval", str(dataset), "--noise-snr", "15", "--out", str(out)]) == 0
     assert json.loads((out / "report.json").read_text())["listening"] == {"noise_snr_db": 15.0, "reverb_rt60_s": None}
