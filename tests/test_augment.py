@@ -89,3 +89,12 @@ def test_augment_is_reproducible_per_seed_and_keeps_labels_aligned():
         assert lab.shape[0] == num_frames(out.size) == msk.shape[0]
         assert np.abs(out).max() <= 1.0 + 1e-6 and np.isfinite(out).all()
 
+
+
+@pytest.mark.parametrize("field, value", [("tempo_range", (0.0, 1.2)), ("speed_range", (1.2, 0.9)),
+                                          ("pitch_prob", 1.5)])
+def test_augment_settings_out_of_range_are_refused(field, value):
+    from talkmotion.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"data.augment.{field} must be"):
+        aug.AugmentConfig(**{field: value})

@@ -11,12 +11,13 @@ inputs and a numpy Generator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.signal import fftconvolve, lfilter, resample_poly
 
 from ..audio import SAMPLE_RATE, num_frames
+from ..config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,16 @@ class AugmentConfig:
     pitch_semitones: tuple[float, float] = (-4.0, 4.0)
     tempo_prob: float = 0.0                           # speaking rate changed, pitch kept, labels retimed
     tempo_range: tuple[float, float] = (0.8, 1.25)
+
+    def __post_init__(self):
+        for name in ("speed_range", "tempo_range"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ConfigError(f"data.augment.{name} must be [low, high] with 0 < low <= high, "
+                                  f"got {list(getattr(self, name))}")
+        for f in fields(self):
+            if f.name.endswith("_prob") and not 0 <= getattr(self, f.name) <= 1:
+                raise ConfigError(f"data.augment.{f.name} must be between 0 and 1, got {getattr(self, f.name)}")
 
 
 WSOLA_FRAME = 512         # 32 ms at 16 kHz: two pitch periods of a low voice
