@@ -73,6 +73,16 @@ class ModelDims:
     def feature_need(self, j: int) -> int:
         return FEATURE_HOP * j + self.first_feature_need
 
+    def feature_centre(self, j):
+        """Sample at the middle of the audio feature j is computed from (int or array).
+
+        A mel feature reads mel frames 2j-2 .. 2j+1 (three hops and one window); a
+        pretrained encoder's feature reads one 25 ms window.
+        """
+        mel = MelSpec()
+        span = 3 * mel.hop + mel.n_fft if self.encoder == "mel" else 400
+        return FEATURE_HOP * np.asarray(j) + self.first_feature_need - span // 2
+
     def frame_need(self, i: int) -> int:
         return frame_to_sample(i + 1, self.fps) + self.lookahead_samples
 

@@ -1,6 +1,7 @@
 """Training: `talkmotion train CONFIG.toml [--init CKPT] [--set key=value ...]`.
 
-Masked smooth-L1 on normalised labels plus a velocity term. Scheduled sampling two
+Masked smooth-L1 on normalised labels plus a velocity term; optionally a phone loss
+that teaches the audio encoder the phones of clips with timings. Scheduled sampling two
 ways (config `sampling.mode`):
   autoregressive  the seed's loop: frame by frame through the KV-cached step, each
                   frame fed the ground truth with probability p, else the model's own
@@ -34,6 +35,7 @@ from . import labels
 from .checkpoint import load_model, save_model
 from .config import ConfigError, load as load_config, to_dict
 from .data.dataset import ClipSet, DataConfig, StepBatches, whole_clip_batch
+from .data.phonemes import NO_PHONE, PHONE_CLASSES
 from .files import atomic_path, write_json
 from .metrics import summary_metrics
 from .model import ModelDims, TalkModel, shift_previous
@@ -70,9 +72,12 @@ class LossConfig:
     closure_weight: float = 0.0     # extra weight on frames whose target closes the lips (p/b/m):
                                     # rare, short, and what a viewer checks first
     closure_level: float = 0.1      # target mouthClose at or above which a frame counts as a closure
+    phone_weight: float = 0.0       # cross-entropy of a phone classifier on the audio features, for
+                                    # clips with phone timings: teaches the encoder what is said.
+                                    # The classifier exists only in training; models never carry it
 
     def __post_init__(self):
-        for name in ("velocity_weight", "closure_weight"):
+        for name in ("velocity_weight", "closure_weight", "phone_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("beta", "std_floor"):
@@ -119,6 +124,31 @@ def masked_loss(pred, target, mask, scale, cfg: LossConfig) -> torch.Tensor:
         verr = F.smooth_l1_loss(dp, dt, beta=cfg.beta, reduction="none")
         loss = loss + cfg.velocity_weight * (verr * mv).sum() / mv.sum().clamp(min=1)
     return loss
+
+
+class PhoneHead(torch.nn.Module):
+    """Training-only phone classifier on the audio features (the phone loss); never exported."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(d_model, len(PHONE_CLASSES))
+
+    def _aligned(self, memory, phones):
+        """Logits (B, J, K) and targets (B, J): the batch carries targets for at least J features."""
+        return self.linear(memory), phones[:, :memory.shape[1]]
+
+    def loss(self, memory: torch.Tensor, phones: torch.Tensor) -> torch.Tensor:
+        logits, target = self._aligned(memory, phones)
+        if not (target != NO_PHONE).any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=NO_PHONE)
+
+    @torch.no_grad()
+    def hits(self, memory: torch.Tensor, phones: torch.Tensor) -> tuple[int, int]:
+        """(features classified right, features with a known phone)."""
+        logits, target = self._aligned(memory, phones)
+        known = target != NO_PHONE
+        return int(((logits.argmax(-1) == target) & known).sum()), int(known.sum())
 
 
 def teacher_forcing(step: int, cfg: SamplingConfig) -> float:
@@ -170,10 +200,11 @@ class Trainer:
         self.train_set = ClipSet(cfg.data, cfg.data.train_split)
         self.val_set = self._val_set()
         self.model = self._build_model()
+        self.phone_head = PhoneHead(self.model.dims.d_model) if cfg.loss.phone_weight else None
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.ddp = self._wrap_ddp()
-        self.optim = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
-                                       weight_decay=cfg.optim.weight_decay)
+        params = list(self.model.parameters()) + (list(self.phone_head.parameters()) if self.phone_head else [])
+        self.optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.step = 0
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
         self.writer = None
@@ -230,6 +261,8 @@ class Trainer:
 
         for buf in self.model.buffers():   # same normalisation everywhere: rank 0's
             torch.distributed.broadcast(buf, 0)
+        for p in self.phone_head.parameters() if self.phone_head else ():   # outside DDP: same start
+            torch.distributed.broadcast(p.data, 0)
         return DistributedDataParallel(self.model, find_unused_parameters=True)
 
     # --- one step ---
@@ -254,7 +287,10 @@ class Trainer:
             else:
                 raise ConfigError(f"sampling.mode must be 'parallel' or 'autoregressive', "
                                   f"not {self.cfg.sampling.mode!r}")
-        return masked_loss(pred.float(), batch["labels"], batch["mask"], scale, self.cfg.loss)
+        loss = masked_loss(pred.float(), batch["labels"], batch["mask"], scale, self.cfg.loss)
+        if self.phone_head is not None:
+            loss = loss + self.cfg.loss.phone_weight * self.phone_head.loss(memory.float(), batch["phones"])
+        return loss
 
     def _autocast(self):
         amp = self.cfg.optim.amp
@@ -280,11 +316,22 @@ class Trainer:
         loss = self.loss_on(batch, teacher_forcing(self.step, cfg.sampling))
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self._average_phone_head_grads()
+        params = [p for group in self.optim.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
         self.optim.step()
         self._update_ema()
         self.step += 1
         return loss.item()
+
+    def _average_phone_head_grads(self) -> None:
+        """DDP averages the model's gradients; the phone head lives outside it."""
+        if self.world == 1 or self.phone_head is None:
+            return
+        for p in self.phone_head.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= self.world
 
     @torch.no_grad()
     def _update_ema(self):
@@ -302,7 +349,7 @@ class Trainer:
         if self.val_set is None:
             return {}
         model = self.ema_model()
-        losses, preds = [], []
+        losses, preds, phones_right, phones_known = [], [], 0, 0
         clips = self.val_set.clips
         for clip in clips:
             batch = whole_clip_batch(clip, model.dims)
@@ -311,7 +358,12 @@ class Trainer:
             losses.append(float(masked_loss(pred, batch["labels"], batch["mask"], model.label_std,
                                             self.cfg.loss)))
             preds.append(pred[0].numpy())
+            if self.phone_head is not None:
+                right, known = self.phone_head.hits(memory, batch["phones"])
+                phones_right, phones_known = phones_right + right, phones_known + known
         report = {"val_loss": float(np.mean(losses))}
+        if phones_known:
+            report["phone_accuracy"] = phones_right / phones_known
         report.update(summary_metrics(clips, preds))
         return report
 
@@ -332,6 +384,8 @@ class Trainer:
         for i, st in optim_state["state"].items():
             for name, value in st.items():
                 tensors[f"optim.{i}.{name}"] = torch.as_tensor(value).contiguous()
+        if self.phone_head is not None:
+            tensors.update({f"phone_head.{k}": v.contiguous() for k, v in self.phone_head.state_dict().items()})
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.gen"] = self.gen.get_state()
         meta = {"step": self.step, "param_groups": optim_state["param_groups"], "history": self.history,
@@ -353,6 +407,9 @@ class Trainer:
         t = load_file(str(path))
         self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
         self.ema = {k[4:]: v for k, v in t.items() if k.startswith("ema.")}
+        head = {k[11:]: v for k, v in t.items() if k.startswith("phone_head.")}
+        if self.phone_head is not None and head:
+            self.phone_head.load_state_dict(head)
         state: dict = {}
         for k, v in t.items():
             if k.startswith("optim."):

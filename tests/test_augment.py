@@ -84,7 +84,7 @@ def test_augment_is_reproducible_per_seed_and_keeps_labels_aligned():
     cfg = aug.AugmentConfig(timbre_prob=0.5, pitch_prob=0.5, tempo_prob=0.5)
     runs = [aug.augment(audio, labels, mask, np.random.default_rng(7), cfg) for _ in range(2)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
-    for out, lab, msk in runs[:1] + [aug.augment(audio, labels, mask, np.random.default_rng(s), cfg)
+    for out, lab, msk, _ in runs[:1] + [aug.augment(audio, labels, mask, np.random.default_rng(s), cfg)
                                      for s in range(8)]:
         assert lab.shape[0] == num_frames(out.size) == msk.shape[0]
         assert np.abs(out).max() <= 1.0 + 1e-6 and np.isfinite(out).all()
@@ -98,3 +98,27 @@ def test_augment_settings_out_of_range_are_refused(field, value):
 
     with pytest.raises(ConfigError, match=f"data.augment.{field} must be"):
         aug.AugmentConfig(**{field: value})
+
+
+def test_phone_track_is_retimed_with_the_audio_and_labels():
+    """After speed and tempo changes, the phone under each label frame is still the one the
+    labels show: bursts ('aa', jaw open) and pauses ('sil', mouth closed)."""
+    from conftest import synthetic_clip
+    from talkmotion import labels as channels
+    from talkmotion.data.phonemes import PHONE_CLASSES, phone_track, track_at
+
+    clip = synthetic_clip("retime", 4.0, seed=3)
+    cfg = aug.AugmentConfig(speed_prob=1.0, speed_range=(0.8, 0.8), tempo_prob=1.0, tempo_range=(1.1, 1.1),
+                            eq_prob=0, noise_prob=0, reverb_prob=0, band_limit_prob=0)
+    track = phone_track(clip.phonemes, clip.audio.size)
+    out, lab, _, moved = aug.augment(clip.audio, clip.labels, clip.mask, np.random.default_rng(0), cfg, track)
+    assert moved.size == pytest.approx(track.size / 0.88, abs=2)     # played 0.8 × 1.1 times as fast
+    centres = (np.arange(lab.shape[0]) + 0.5) * SAMPLE_RATE / FPS
+    phone = track_at(moved, centres)
+    jaw = lab[:, channels.index("jawOpen")]
+    aa, sil = PHONE_CLASSES.index("aa"), PHONE_CLASSES.index("sil")
+    assert np.mean(phone[jaw > 0.3] == aa) > 0.95
+    assert np.mean(phone[(jaw < 0.01) & (phone >= 0)] == sil) > 0.95   # the clip's ends have no timings
+    # Without the retiming the track would disagree with the moved labels somewhere.
+    unmoved = track_at(track, centres[:min(lab.shape[0], clip.labels.shape[0])])
+    assert not np.array_equal(unmoved, phone[:unmoved.size])

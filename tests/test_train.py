@@ -56,13 +56,17 @@ def test_tiny_model_overfits_one_clip(tmp_path):
     assert history[-1] < 0.2
 
 
-def test_resume_continues_the_same_loss_curve(tmp_path):
+@pytest.mark.parametrize("phone_weight", [0.0, 0.5])
+def test_resume_continues_the_same_loss_curve(tmp_path, phone_weight):
     data = make_dataset(tmp_path / "d", count=3)
     # The straight run prepares batches in a loader worker, the interrupted one in-process:
-    # the data depend on the step only, so both must match.
-    straight = load(TrainConfig, write_config(tmp_path / "a.json", data, tmp_path / "a", **{"data.workers": 1}))
+    # the data depend on the step only, so both must match. With the phone loss, the
+    # phone classifier's weights must come back too.
+    straight = load(TrainConfig, write_config(tmp_path / "a.json", data, tmp_path / "a", **{
+        "data.workers": 1, "loss.phone_weight": phone_weight}))
     train(straight)
-    halves = load(TrainConfig, write_config(tmp_path / "b.json", data, tmp_path / "b"))
+    halves = load(TrainConfig, write_config(tmp_path / "b.json", data, tmp_path / "b",
+                                            **{"loss.phone_weight": phone_weight}))
     Trainer(halves).fit(until=10)        # as if killed right after the step-10 checkpoint
     Trainer(halves).fit()
     np.testing.assert_allclose(losses(tmp_path / "b"), losses(tmp_path / "a"), rtol=1e-5)
@@ -111,7 +115,8 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
 
 def test_torchrun_two_processes(tmp_path):
     data = make_dataset(tmp_path / "d", count=4)
-    cfg = write_config(tmp_path / "c.json", data, tmp_path / "ddp", **{"optim.steps": 6, "optim.batch_size": 2})
+    cfg = write_config(tmp_path / "c.json", data, tmp_path / "ddp", **{"optim.steps": 6, "optim.batch_size": 2,
+                                                                     "loss.phone_weight": 0.5})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", "29533", "-m", "talkmotion", "train", str(cfg)],
@@ -146,7 +151,50 @@ def test_closure_weight_counts_lip_closure_frames_more():
     assert loss_with_error_on(2, weighted) < loss_with_error_on(2, plain)   # a weighted mean
 
 
-@pytest.mark.parametrize("field, value", [("closure_weight", -1.0), ("velocity_weight", -0.5), ("beta", 0.0)])
+def test_batch_phone_targets_match_the_labels_they_came_with(tiny_dataset, tiny_dims):
+    """Each audio feature's phone target is the phone under that feature's audio: with speed
+    and tempo on, 'aa' where the crop's labels open the jaw and 'sil' where they rest."""
+    from talkmotion import labels as channels
+    from talkmotion.audio import FPS, SAMPLE_RATE
+    from talkmotion.data.augment import AugmentConfig
+    from talkmotion.data.dataset import ClipSet, DataConfig, SourceConfig
+    from talkmotion.data.phonemes import PHONE_CLASSES
+
+    cfg = DataConfig(sources=(SourceConfig(str(tiny_dataset)),), crop_seconds=1.5,
+                     augment=AugmentConfig(speed_prob=1.0, tempo_prob=1.0, noise_prob=0, reverb_prob=0))
+    batch = ClipSet(cfg, "train").batch(step=3, rank=0, size=6, dims=tiny_dims, seed=0)
+    jaw = batch["labels"][..., channels.index("jawOpen")].numpy()
+    phones = batch["phones"].numpy()
+    frame = (tiny_dims.feature_centre(np.arange(phones.shape[1])) * FPS // SAMPLE_RATE)
+    inside = frame < jaw.shape[1]
+    jaw_at_feature = jaw[:, frame[inside]]
+    target = phones[:, inside]
+    assert (target >= 0).mean() > 0.8
+    assert np.mean(target[jaw_at_feature > 0.3] == PHONE_CLASSES.index("aa")) > 0.9
+    assert np.mean(target[(jaw_at_feature < 0.01) & (target >= 0)] == PHONE_CLASSES.index("sil")) > 0.9
+
+
+def test_phone_loss_teaches_the_encoder_and_stays_out_of_the_model(tmp_path):
+    data = make_dataset(tmp_path / "d", count=5, val=2)
+    cfg = load(TrainConfig, write_config(tmp_path / "c.json", data, tmp_path / "run", **{
+        "optim.steps": 60, "eval_every": 60, "loss.phone_weight": 1.0}))
+    trainer = Trainer(cfg)
+    report = trainer.fit()
+    # Two classes here, bursts ('aa') and pauses ('sil'); always guessing the commoner one
+    # scores its share of the features with a known phone.
+    right, known = 0, 0
+    from talkmotion.data.dataset import whole_clip_batch
+
+    for clip in trainer.val_set.clips:
+        p = whole_clip_batch(clip, trainer.model.dims)["phones"]
+        right, known = right + max(int((p == 0).sum()), int((p > 0).sum())), known + int((p >= 0).sum())
+    assert report["phone_accuracy"] > right / known + 0.1
+    saved = load_model(tmp_path / "run" / "model.safetensors")
+    assert not any("phone" in k for k in saved.state_dict())
+
+
+@pytest.mark.parametrize("field, value", [("closure_weight", -1.0), ("velocity_weight", -0.5), ("beta", 0.0),
+                                          ("phone_weight", -0.1)])
 def test_loss_weights_out_of_range_are_refused(field, value):
     from talkmotion.config import from_dict
     from talkmotion.train import TrainConfig

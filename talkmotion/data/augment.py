@@ -2,11 +2,11 @@
 real microphones, rooms and other speakers.
 
 Every transform takes and returns (audio, labels, mask) so transforms that change
-time (speed, tempo) retime the labels with the audio. Speed moves pitch, formants and
-tempo together (resampling); pitch moves pitch and formants, a different-sized vocal
-tract, at the same timing; tempo changes the speaking rate alone (both by WSOLA
-time-stretching, which keeps the pitch of what it stretches). All are pure functions of their
-inputs and a numpy Generator.
+time (speed, tempo) retime the labels with the audio; `augment` retimes the phone
+track too. Speed moves pitch, formants and tempo together (resampling); pitch moves
+pitch and formants, a different-sized vocal tract, at the same timing; tempo changes
+the speaking rate alone (both by WSOLA time-stretching, which keeps the pitch of what
+it stretches). All are pure functions of their inputs and a numpy Generator.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from scipy.signal import fftconvolve, lfilter, resample_poly
 
 from ..audio import SAMPLE_RATE, num_frames
 from ..config import ConfigError
+from .phonemes import retime_track
 
 
 @dataclass(frozen=True)
@@ -190,14 +191,24 @@ def band_limit(audio):
     return sosfilt(sos, audio).astype(np.float32)
 
 
-def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig):
-    """Random chain of the above; returns (audio, labels, mask)."""
+def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig, phones=None):
+    """Random chain of the above; returns (audio, labels, mask, phones).
+
+    `phones` (a phone track, see data.phonemes) is retimed with the audio; None stays None.
+    """
     if not cfg.enabled:
-        return audio, labels, mask
+        return audio, labels, mask, phones
+    played = 1.0      # how many times faster the audio now plays
     if rng.random() < cfg.speed_prob:
-        audio, labels, mask = speed(audio, labels, mask, rng.uniform(*cfg.speed_range))
+        factor = rng.uniform(*cfg.speed_range)
+        audio, labels, mask = speed(audio, labels, mask, factor)
+        played *= factor
     if cfg.tempo_prob and rng.random() < cfg.tempo_prob:
-        audio, labels, mask = tempo(audio, labels, mask, rng.uniform(*cfg.tempo_range))
+        factor = rng.uniform(*cfg.tempo_range)
+        audio, labels, mask = tempo(audio, labels, mask, factor)
+        played *= factor
+    if phones is not None and played != 1.0:
+        phones = retime_track(phones, played, audio.size)
     if cfg.pitch_prob and rng.random() < cfg.pitch_prob:
         audio = pitch_shift(audio, rng.uniform(*cfg.pitch_semitones))
     if rng.random() < cfg.eq_prob:
@@ -212,4 +223,4 @@ def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig):
         audio = add_noise(audio, rng, rng.uniform(*cfg.noise_snr_db))
     peak = float(np.max(np.abs(audio))) + 1e-8
     audio = audio / peak * min(1.0, 10 ** (rng.uniform(*cfg.gain_db) / 20))
-    return audio.astype(np.float32), labels, mask
+    return audio.astype(np.float32), labels, mask, phones

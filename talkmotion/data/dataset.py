@@ -14,9 +14,10 @@ import torch
 
 from .. import labels
 from ..audio import log_mel, num_frames, frame_to_sample
-from ..model import ModelDims
+from ..model import FEATURE_HOP, ModelDims
 from .augment import AugmentConfig, augment
 from .clips import Clip, ClipError, load_clip, read_dataset
+from .phonemes import NO_PHONE, phone_track, track_at
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,11 @@ class ClipSet:
     def _example(self, rng, dims: ModelDims, train: bool):
         source = self.sources[rng.choice(len(self.sources), p=self.weights)]
         clip = source[rng.integers(len(source))]
-        audio, lab, msk = clip.audio, clip.labels, clip.mask.copy()
+        audio, lab, msk, phones = clip.audio, clip.labels, clip.mask.copy(), clip_phone_track(clip)
         if train:
-            audio, lab, msk = augment(audio, lab, msk, rng, self.cfg.augment)
+            audio, lab, msk, phones = augment(audio, lab, msk, rng, self.cfg.augment, phones)
         msk[:, self.ignore] = False
-        return crop(audio, lab, msk, rng, dims, self.cfg.crop_seconds)
+        return crop(audio, lab, msk, rng, dims, self.cfg.crop_seconds, phones)
 
 
 class StepBatches(torch.utils.data.IterableDataset):
@@ -107,10 +108,11 @@ class StepBatches(torch.utils.data.IterableDataset):
             yield self.clips.batch(step, self.rank, self.size, self.dims, self.seed)
 
 
-def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float):
+def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float, phones=None):
     """A crop of `seconds` starting on a random frame, with the audio its last frame needs.
 
-    Returns (audio padded to the frames' need, labels (T, C), mask (T, C)), T fixed.
+    Returns (audio padded to the frames' need, labels (T, C), mask (T, C), phone class per
+    audio feature (J,)), T and J fixed; `phones` is the clip's phone track (or None).
     """
     t = int(round(seconds * dims.fps))
     total = lab.shape[0]
@@ -124,7 +126,20 @@ def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float):
     need = dims.samples_for_frame(t - 1)
     segment = audio[s0:s0 + need]
     segment = np.concatenate([segment, np.zeros(need - segment.size, np.float32)])
-    return segment, lab, msk
+    return segment, lab, msk, feature_phones(phones, s0, need, dims)
+
+
+def clip_phone_track(clip: Clip) -> np.ndarray | None:
+    return None if clip.phonemes is None else phone_track(clip.phonemes, clip.audio.size)
+
+
+def feature_phones(track, first_sample: int, num_samples: int, dims: ModelDims) -> np.ndarray:
+    """The phone class at the centre of each audio feature of `num_samples` of audio that
+    start at `first_sample` of the track's clip; NO_PHONE past the features or the track."""
+    count = num_samples // FEATURE_HOP + 1        # at least as many as any encoder makes
+    if track is None:
+        return np.full(count, NO_PHONE, np.int64)
+    return track_at(track, first_sample + dims.feature_centre(np.arange(count)))
 
 
 def collate(items):
@@ -135,6 +150,7 @@ def collate(items):
         "mel": torch.from_numpy(mel),
         "labels": torch.from_numpy(np.stack([i[1] for i in items])),
         "mask": torch.from_numpy(np.stack([i[2] for i in items])),
+        "phones": torch.from_numpy(np.stack([i[3] for i in items])),
     }
 
 
@@ -143,4 +159,4 @@ def whole_clip_batch(clip: Clip, dims: ModelDims):
     t = num_frames(clip.audio.size, dims.fps)
     need = dims.samples_for_frame(t - 1)
     audio = np.concatenate([clip.audio, np.zeros(max(0, need - clip.audio.size), np.float32)])[:need]
-    return collate([(audio, clip.labels, clip.mask)])
+    return collate([(audio, clip.labels, clip.mask, feature_phones(clip_phone_track(clip), 0, need, dims))])
