@@ -472,7 +472,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", metavar="KEY",
                         help="also score each group of clips sharing metadata KEY (e.g. voice, source)")
     parser.add_argument("--figure-clips", type=int, default=FIGURE_CLIPS, metavar="N",
-                        help=f"clips drawn in eval.png (default {FIGURE_CLIPS})")
+                        help=f"clips drawn in eval.png (default {FIGURE_CLIPS}; 0: no figure)")
     parser.add_argument("--noise-snr", type=float, metavar="DB",
                         help="listen through coloured noise DB decibels below the speech (e.g. 20)")
     parser.add_argument("--reverb", type=float, metavar="RT60",
@@ -482,6 +482,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit must be at least 1, got {args.limit}")
+    if args.figure_clips < 0:
+        raise EvalError(f"--figure-clips must be 0 (no figure) or more, got {args.figure_clips}")
     clips = degraded(load_clips(args.data, args.split, args.limit), args.noise_snr, args.reverb)
     sources: dict[str, Source] = {}
     names = {}
@@ -498,7 +500,10 @@ def run(args: argparse.Namespace) -> int:
                    "listening": {"noise_snr_db": args.noise_snr, "reverb_rt60_s": args.reverb}})
     out = Path(args.out)
     write_json(out / "report.json", report)
-    write_figure(out / "eval.png", clips, predictions, thresholds, args.figure_clips)
+    written = [out / "report.json"]
+    if args.figure_clips:
+        write_figure(out / "eval.png", clips, predictions, thresholds, args.figure_clips)
+        written.append(out / "eval.png")
     print(format_table(report))
     for name, entry in report["sources"].items():
         if entry.get("open_closed_auc_gap_95"):
@@ -506,5 +511,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: open/closed AUC minus the energy jaw's, 95 % over clips: [{low:+.4f}, {high:+.4f}]")
     for name in (n for n in ("model", "frames") if args.by and n in predictions):
         print(format_groups(report["groups"][args.by], args.by, name))
-    print(f"wrote {out / 'report.json'} and {out / 'eval.png'}")
+    print("wrote " + " and ".join(str(p) for p in written))
     return 0

@@ -141,6 +141,16 @@ def test_eval_limit_takes_the_first_clips_by_id(dataset, tmp_path):
     assert json.loads((out / "report.json").read_text())["clip_ids"] == ["clip00", "clip01"]
 
 
+def test_eval_figure_clips_zero_skips_the_figure_and_negative_is_refused(dataset, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", str(dataset), "--limit", "2", "--figure-clips", "0", "--out", str(out)]) == 0
+    assert (out / "report.json").exists() and not (out / "eval.png").exists()
+    assert "eval.png" not in capsys.readouterr().out
+    assert main(["eval", str(dataset), "--figure-clips", "-1", "--out", str(tmp_path / "e")]) == 2
+    assert "--figure-clips must be 0 (no figure) or more, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
 def test_eval_names_an_unknown_split(dataset, tmp_path, capsys):
     assert main(["eval", str(dataset), "--split", "dev", "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
