@@ -203,7 +203,7 @@ def test_loss_weights_out_of_range_are_refused(field, value):
         from_dict(TrainConfig, {"loss": {field: value}})
 
 
-@pytest.mark.parametrize("name", ["default.toml", "default_closure.toml", "finetune_video.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "finetune_video.toml"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 
@@ -212,6 +212,22 @@ def test_shipped_configs_load(name):
 
     cfg = load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / name)
     assert cfg.data.sources and cfg.optim.steps > 0
-    if name == "default_closure.toml":      # stage 2 of the default model
-        assert cfg.init and cfg.loss.closure_weight > 0
-        assert cfg.export == "talkmotion/assets/default_model.safetensors"
+
+
+def test_default_config_is_the_recipe_of_the_shipped_model():
+    """`talkmotion train configs/default.toml` retrains the embedded model: same model, data,
+    optimiser, sampling and loss as the run recorded in the model's header."""
+    from pathlib import Path
+
+    from talkmotion.assets import DEFAULT_MODEL
+    from talkmotion.checkpoint import read_header
+    from talkmotion.config import load, to_dict
+    from talkmotion.train import TrainConfig
+
+    cfg = to_dict(load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "default.toml"))
+    cfg = json.loads(json.dumps(cfg))                    # tuples as the header's JSON lists
+    trained = read_header(DEFAULT_MODEL)["training"]["config"]
+    assert cfg["export"] == "talkmotion/assets/default_model.safetensors"
+    for section in ("model", "data", "optim", "sampling", "loss", "seed"):
+        assert cfg[section] == trained[section], section
+    assert read_header(DEFAULT_MODEL)["training"]["steps"] == cfg["optim"]["steps"]
