@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from .. import labels
 from ..audio import FPS, SAMPLE_RATE, num_frames
 from ..errors import TalkmotionError
 from ..files import atomic_path, write_json
+from .phonemes import check_phone, phone_track
 
 CLIP_SUFFIX = ".clip.safetensors"
 MANIFEST_FORMAT = "talkmotion.dataset"
@@ -60,6 +62,11 @@ class Clip:
     @property
     def duration(self) -> float:
         return self.audio.size / SAMPLE_RATE
+
+    @cached_property
+    def phone_track(self) -> np.ndarray | None:
+        """The phone class per 10 ms (data.phonemes.phone_track), None without timings."""
+        return None if self.phonemes is None else phone_track(self.phonemes, self.audio.size)
 
     def validate(self, source: str | None = None) -> None:
         where = source or f"clip {self.id}"
@@ -111,12 +118,19 @@ def load_clip(path: str | Path) -> Clip:
         raise ClipError(f"{path}: missing talkmotion header")
     if header.get("spec") != labels.SPEC_ID:
         raise ClipError(f"{path}: label spec {header.get('spec')!r} differs from {labels.SPEC_ID!r}")
-    phonemes = header.get("phonemes")
+    try:
+        phonemes = header.get("phonemes")
+        phonemes = None if phonemes is None else [Phoneme(*p) for p in phonemes]
+        for p in phonemes or ():
+            check_phone(p.phone)
+            if not all(isinstance(t, (int, float)) for t in (p.start, p.end)):
+                raise ValueError(f"phone {p.phone!r} has start {p.start!r} and end {p.end!r}; both must be seconds")
+    except (ValueError, TypeError) as err:
+        raise ClipError(f"{path}: bad phoneme timings ({err})") from err
     clip = Clip(
         id=header["id"], audio=tensors["audio"].astype(np.float32) / 32767.0,
         labels=tensors["labels"], mask=tensors["mask"].astype(bool), fps=header["fps"],
-        phonemes=None if phonemes is None else [Phoneme(*p) for p in phonemes],
-        meta=header.get("meta", {}),
+        phonemes=phonemes, meta=header.get("meta", {}),
     )
     clip.validate(str(path))
     return clip

@@ -17,7 +17,7 @@ from ..audio import log_mel, num_frames, frame_to_sample
 from ..model import FEATURE_HOP, ModelDims
 from .augment import AugmentConfig, augment
 from .clips import Clip, ClipError, load_clip, read_dataset
-from .phonemes import NO_PHONE, phone_track, track_at
+from .phonemes import NO_PHONE, track_at
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class ClipSet:
     def _example(self, rng, dims: ModelDims, train: bool):
         source = self.sources[rng.choice(len(self.sources), p=self.weights)]
         clip = source[rng.integers(len(source))]
-        audio, lab, msk, phones = clip.audio, clip.labels, clip.mask.copy(), clip_phone_track(clip)
+        audio, lab, msk, phones = clip.audio, clip.labels, clip.mask.copy(), clip.phone_track
         if train:
             audio, lab, msk, phones = augment(audio, lab, msk, rng, self.cfg.augment, phones)
         msk[:, self.ignore] = False
@@ -129,10 +129,6 @@ def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float, phones=None):
     return segment, lab, msk, feature_phones(phones, s0, need, dims)
 
 
-def clip_phone_track(clip: Clip) -> np.ndarray | None:
-    return None if clip.phonemes is None else phone_track(clip.phonemes, clip.audio.size)
-
-
 def feature_phones(track, first_sample: int, num_samples: int, dims: ModelDims) -> np.ndarray:
     """The phone class at the centre of each audio feature of `num_samples` of audio that
     start at `first_sample` of the track's clip; NO_PHONE past the features or the track."""
@@ -159,4 +155,4 @@ def whole_clip_batch(clip: Clip, dims: ModelDims):
     t = num_frames(clip.audio.size, dims.fps)
     need = dims.samples_for_frame(t - 1)
     audio = np.concatenate([clip.audio, np.zeros(max(0, need - clip.audio.size), np.float32)])[:need]
-    return collate([(audio, clip.labels, clip.mask, feature_phones(clip_phone_track(clip), 0, need, dims))])
+    return collate([(audio, clip.labels, clip.mask, feature_phones(clip.phone_track, 0, need, dims))])

@@ -63,13 +63,10 @@ def phone_track(phonemes, num_samples: int, sample_rate: int = SAMPLE_RATE) -> n
 
 
 def retime_track(track: np.ndarray, factor: float, num_samples: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The phone track of audio played `factor` times faster, now `num_samples` long."""
-    n = track_length(num_samples, sample_rate)
-    src = np.floor((np.arange(n) + 0.5) * factor).astype(np.int64)
-    out = np.full(n, NO_PHONE, np.int16)
-    inside = src < track.size
-    out[inside] = track[src[inside]]
-    return out
+    """The phone track of audio played `factor` times faster, now `num_samples` long:
+    entry k is what the old track held at entry k's centre time `factor` times later."""
+    centres = (np.arange(track_length(num_samples, sample_rate)) + 0.5) * sample_rate / PHONE_TRACK_RATE
+    return track_at(track, centres * factor, sample_rate).astype(np.int16)
 
 
 def track_at(track: np.ndarray, sample_times: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
