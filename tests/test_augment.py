@@ -92,7 +92,8 @@ def test_augment_is_reproducible_per_seed_and_keeps_labels_aligned():
 
 
 @pytest.mark.parametrize("field, value", [("tempo_range", (0.0, 1.2)), ("speed_range", (1.2, 0.9)),
-                                          ("pitch_prob", 1.5)])
+                                          ("pitch_prob", 1.5), ("pitch_semitones", (3.0, -3.0)),
+                                          ("pitch_semitones", (-24.0, 0.0)), ("pitch_semitones", (0.0, float("nan")))])
 def test_augment_settings_out_of_range_are_refused(field, value):
     from talkmotion.config import ConfigError
 
@@ -122,3 +123,30 @@ def test_phone_track_is_retimed_with_the_audio_and_labels():
     # Without the retiming the track would disagree with the moved labels somewhere.
     unmoved = track_at(track, centres[:min(lab.shape[0], clip.labels.shape[0])])
     assert not np.array_equal(unmoved, phone[:unmoved.size])
+
+
+@pytest.mark.parametrize("timing, message", [(["zz", 0.0, 0.1, 0], "unknown phone 'zz'"),
+                                             (["aa", "0.1", 0.2, 0], "both must be seconds"),
+                                             (["aa", 0.1], "missing")])
+def test_clip_with_bad_phoneme_timings_is_refused_by_name(tmp_path, timing, message):
+    """The phone track (and the rules and metrics) need known phones and numeric times: a
+    hand-edited clip that breaks that is refused when it is loaded, naming the file."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from conftest import synthetic_clip
+    from talkmotion.data.clips import ClipError, load_clip, save_clip
+
+    good = tmp_path / "good.clip.safetensors"
+    save_clip(good, synthetic_clip("c", 1.0, seed=0))
+    with safe_open(str(good), framework="numpy") as f:
+        header = json.loads(f.metadata()["talkmotion"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    header["phonemes"][1] = timing
+    bad = tmp_path / "bad.clip.safetensors"
+    save_file(tensors, str(bad), metadata={"talkmotion": json.dumps(header)})
+    assert load_clip(good).phone_track is not None
+    with pytest.raises(ClipError, match=f"{bad}: bad phoneme timings.*{message}"):
+        load_clip(bad)

@@ -47,6 +47,10 @@ class AugmentConfig:
             if not 0 < low <= high:
                 raise ConfigError(f"data.augment.{name} must be [low, high] with 0 < low <= high, "
                                   f"got {list(getattr(self, name))}")
+        low, high = self.pitch_semitones
+        if not -12 <= low <= high <= 12:
+            raise ConfigError(f"data.augment.pitch_semitones must be [low, high] within -12..12, "
+                              f"got {list(self.pitch_semitones)}")
         for f in fields(self):
             if f.name.endswith("_prob") and not 0 <= getattr(self, f.name) <= 1:
                 raise ConfigError(f"data.augment.{f.name} must be between 0 and 1, got {getattr(self, f.name)}")
