@@ -77,6 +77,9 @@ class LossConfig:
                                     # The classifier exists only in training; models never carry it
 
     def __post_init__(self):
+        for name in ("beta", "velocity_weight", "std_floor", "closure_weight", "closure_level", "phone_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"loss.{name} must be a finite number, got {getattr(self, name)}")
         for name in ("velocity_weight", "closure_weight", "phone_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be 0 or more, got {getattr(self, name)}")
@@ -203,8 +206,8 @@ class Trainer:
         self.phone_head = PhoneHead(self.model.dims.d_model) if cfg.loss.phone_weight else None
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.ddp = self._wrap_ddp()
-        params = list(self.model.parameters()) + (list(self.phone_head.parameters()) if self.phone_head else [])
-        self.optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.params = list(self.model.parameters()) + (list(self.phone_head.parameters()) if self.phone_head else [])
+        self.optim = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.step = 0
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
         self.writer = None
@@ -317,8 +320,7 @@ class Trainer:
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self._average_phone_head_grads()
-        params = [p for group in self.optim.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
         self.optim.step()
         self._update_ema()
         self.step += 1
@@ -404,6 +406,7 @@ class Trainer:
             return False
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["talkmotion.train"])
+        self._check_resumable(path, meta["config"])
         t = load_file(str(path))
         self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
         self.ema = {k[4:]: v for k, v in t.items() if k.startswith("ema.")}
@@ -420,6 +423,16 @@ class Trainer:
         self.gen.set_state(t["rng.gen"])
         self.step, self.history = meta["step"], meta["history"]
         return True
+
+    def _check_resumable(self, path: Path, saved: dict) -> None:
+        """The saved run's parameters must be this run's: same model, same start, phone loss on or off alike."""
+        now = to_dict(self.cfg)
+        differ = [key for key in ("model", "init") if json.dumps(saved.get(key)) != json.dumps(now[key])]
+        if (saved.get("loss", {}).get("phone_weight", 0) > 0) != (self.phone_head is not None):
+            differ.append("loss.phone_weight (on or off)")
+        if differ:
+            raise ConfigError(f"{path}: cannot resume, the run was started with other {', '.join(differ)}; "
+                              f"use the same settings or another out_dir")
 
     def training_record(self) -> dict:
         return {"steps": self.step, "config": to_dict(self.cfg), "history": self.history[-20:],

@@ -151,6 +151,19 @@ def test_closure_weight_counts_lip_closure_frames_more():
     assert loss_with_error_on(2, weighted) < loss_with_error_on(2, plain)   # a weighted mean
 
 
+@pytest.mark.parametrize("first, then", [(0.0, 0.5), (0.5, 0.0)])
+def test_resuming_with_the_phone_loss_switched_is_refused_by_name(tmp_path, first, then):
+    """The phone classifier's weights and optimiser state exist in one run and not the other."""
+    data = make_dataset(tmp_path / "d", count=3)
+    Trainer(load(TrainConfig, write_config(tmp_path / "a.json", data, tmp_path / "run", **{
+        "optim.steps": 5, "loss.phone_weight": first}))).fit()
+    again = load(TrainConfig, write_config(tmp_path / "b.json", data, tmp_path / "run", **{
+        "optim.steps": 10, "loss.phone_weight": then}))
+    with pytest.raises(ConfigError, match=r"state.safetensors: cannot resume.*loss.phone_weight"):
+        Trainer(again).fit()
+    assert len(losses(tmp_path / "run")) == 1         # the saved run is untouched (logged at step 5 only)
+
+
 def test_batch_phone_targets_match_the_labels_they_came_with(tiny_dataset, tiny_dims):
     """Each audio feature's phone target is the phone under that feature's audio: with speed
     and tempo on, 'aa' where the crop's labels open the jaw and 'sil' where they rest."""
@@ -194,7 +207,8 @@ def test_phone_loss_teaches_the_encoder_and_stays_out_of_the_model(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("closure_weight", -1.0), ("velocity_weight", -0.5), ("beta", 0.0),
-                                          ("phone_weight", -0.1)])
+                                          ("phone_weight", -0.1), ("phone_weight", float("nan")),
+                                          ("closure_weight", float("inf"))])
 def test_loss_weights_out_of_range_are_refused(field, value):
     from talkmotion.config import from_dict
     from talkmotion.train import TrainConfig
