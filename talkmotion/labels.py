@@ -130,6 +130,24 @@ VRM_PRESETS: dict[str, dict[str, float]] = {
 
 
 VRM_VOWELS = ("aa", "ih", "ou", "ee", "oh")
+VRM_LOOK_PRESETS = ("lookUp", "lookDown", "lookLeft", "lookRight")
+
+# Gaze angle of a full eyeLook* weight (degrees): the reference avatar's lookAt
+# range maps (avatar/reference.py) turn these angles back into the same weights.
+EYE_LOOK_FULL_YAW_DEG = 30.0
+EYE_LOOK_FULL_PITCH_DEG = 25.0
+
+
+def gaze_angles(blendshapes: np.ndarray) -> np.ndarray:
+    """ARKit weights (..., 52) → (..., 2) gaze yaw, pitch in degrees, both eyes averaged.
+
+    Signs as the head's (and VRM lookAt's): yaw > 0 looks to the avatar's own left,
+    pitch > 0 looks down.
+    """
+    presets = to_vrm_presets(blendshapes)
+    yaw = (presets["lookLeft"] - presets["lookRight"]) * EYE_LOOK_FULL_YAW_DEG
+    pitch = (presets["lookDown"] - presets["lookUp"]) * EYE_LOOK_FULL_PITCH_DEG
+    return np.stack([yaw, pitch], -1).astype(np.float32)
 
 
 def to_vrm_presets(blendshapes: np.ndarray) -> dict[str, np.ndarray]:

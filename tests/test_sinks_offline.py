@@ -53,7 +53,29 @@ def test_livelink_csv_columns_and_values(tmp_path, frames):
     assert len(rows) == len(frames) and rows[0]["BlendShapeCount"] == str(BLEND_SHAPE_COUNT) == "61"
     assert rows[31]["Timecode"] == "00:00:01:01.000"
     assert float(rows[5]["JawOpen"]) == pytest.approx(frames.channel("jawOpen")[5], abs=1e-6)
-    assert float(rows[5]["HeadYaw"]) == pytest.approx(np.radians(frames.channel("yaw")[5]), abs=1e-6)
+    # Unreal's unit and signs, as the UDP sink sends them (degrees / 180; yaw and roll negated)
+    assert float(rows[5]["HeadYaw"]) == pytest.approx(-frames.channel("yaw")[5] / 180, abs=1e-6)
+    assert float(rows[5]["HeadPitch"]) == pytest.approx(frames.channel("pitch")[5] / 180, abs=1e-6)
+    assert float(rows[5]["HeadRoll"]) == pytest.approx(-frames.channel("roll")[5] / 180, abs=1e-6)
+
+
+# The app's take header, as an independent importer spells it (the Blender LiveLinkFace
+# add-on's LIVE_LINK_FACE_HEADER): the names and order our CSV must use.
+APP_TAKE_HEADER = (
+    "Timecode,BlendShapeCount,EyeBlinkLeft,EyeLookDownLeft,EyeLookInLeft,EyeLookOutLeft,EyeLookUpLeft,"
+    "EyeSquintLeft,EyeWideLeft,EyeBlinkRight,EyeLookDownRight,EyeLookInRight,EyeLookOutRight,EyeLookUpRight,"
+    "EyeSquintRight,EyeWideRight,JawForward,JawRight,JawLeft,JawOpen,MouthClose,MouthFunnel,MouthPucker,"
+    "MouthRight,MouthLeft,MouthSmileLeft,MouthSmileRight,MouthFrownLeft,MouthFrownRight,MouthDimpleLeft,"
+    "MouthDimpleRight,MouthStretchLeft,MouthStretchRight,MouthRollLower,MouthRollUpper,MouthShrugLower,"
+    "MouthShrugUpper,MouthPressLeft,MouthPressRight,MouthLowerDownLeft,MouthLowerDownRight,MouthUpperUpLeft,"
+    "MouthUpperUpRight,BrowDownLeft,BrowDownRight,BrowInnerUp,BrowOuterUpLeft,BrowOuterUpRight,CheekPuff,"
+    "CheekSquintLeft,CheekSquintRight,NoseSneerLeft,NoseSneerRight,TongueOut,HeadYaw,HeadPitch,HeadRoll,"
+    "LeftEyeYaw,LeftEyePitch,LeftEyeRoll,RightEyeYaw,RightEyePitch,RightEyeRoll")
+
+
+def test_livelink_csv_header_is_the_apps(tmp_path, frames):
+    path = write(tmp_path / "take.csv", frames, "livelink")
+    assert path.read_text().splitlines()[0] == APP_TAKE_HEADER
 
 
 def test_livelink_csv_is_read_by_name_not_position(tmp_path, frames):
@@ -89,7 +111,7 @@ def test_vrma_structure_by_the_spec(tmp_path, frames):
     bones = {name: b["node"] for name, b in ext["humanoid"]["humanBones"].items()}
     assert nodes[bones["head"]]["name"] == "head" and bones["head"] in nodes[bones["neck"]]["children"]
     presets, custom = ext["expressions"]["preset"], ext["expressions"]["custom"]
-    assert {"aa", "ih", "ou", "ee", "oh", "blink", "blinkLeft", "blinkRight", "lookUp", "lookLeft"} <= set(presets)
+    assert {"aa", "ih", "ou", "ee", "oh", "blink", "blinkLeft", "blinkRight"} <= set(presets)
     assert "happy" not in presets  # emotions would double a perfect-sync avatar's customs
     assert set(custom) == set(labels.BLENDSHAPES)
     channels = channels_by_node(g)
@@ -119,6 +141,22 @@ def parse_back(g: Gltf) -> Gltf:
     from talkmotion.gltf import parse_glb
 
     return parse_glb(g.to_glb())
+
+
+def test_vrma_gaze_is_lookat_never_a_look_preset(frames):
+    """VRMC_vrm_animation 1.0: lookUp/Down/Left/Right cannot be animated presets; gaze goes through lookAt."""
+    for mode in ("preset", "both", "custom"):
+        ext = parse_back(build_vrma(frames, mode)).doc["extensions"]["VRMC_vrm_animation"]
+        assert not set(labels.VRM_LOOK_PRESETS) & set(ext["expressions"].get("preset", {})), mode
+        assert ("lookAt" in ext) == (mode != "custom"), mode
+    g = parse_back(build_vrma(frames, "preset"))
+    node = g.doc["extensions"]["VRMC_vrm_animation"]["lookAt"]["node"]
+    q = g.accessor(channels_by_node(g)[(node, "rotation")]["output"])
+    # the gaze direction is the rest direction (+Z) turned by q: yaw toward +X (the left), pitch toward -Y
+    direction = quaternion_multiply(quaternion_multiply(q, np.array([0.0, 0.0, 1.0, 0.0])), q * [-1, -1, -1, 1])[:, :3]
+    yaw, pitch = np.moveaxis(labels.gaze_angles(frames.blendshapes), -1, 0)
+    np.testing.assert_allclose(np.degrees(np.arctan2(direction[:, 0], direction[:, 2])), yaw, atol=1e-3)
+    np.testing.assert_allclose(np.degrees(np.arcsin(-direction[:, 1])), pitch, atol=1e-3)
 
 
 def test_vrma_expression_options(tmp_path, frames):

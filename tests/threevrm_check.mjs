@@ -42,4 +42,5 @@ console.log(JSON.stringify({
   morphs,
   head: vrm.humanoid.getNormalizedBoneNode('head').quaternion.toArray(),
   neck: vrm.humanoid.getNormalizedBoneNode('neck').quaternion.toArray(),
+  lookAt: vrm.lookAt ? { yaw: vrm.lookAt.yaw, pitch: vrm.lookAt.pitch } : null,
 }));

@@ -6,8 +6,14 @@ Columns, found by name (never by position) by the readers:
   BlendShapeCount   61 (the 52 ARKit shapes + 9 pose values)
   EyeBlinkLeft ... TongueOut      the 52 ARKit shapes, PascalCase, in the app's CSV order
   HeadYaw, HeadPitch, HeadRoll, LeftEyeYaw, LeftEyePitch, LeftEyeRoll, RightEyeYaw, RightEyePitch, RightEyeRoll
-Angles are radians with our signs, the same convention as the Live Link UDP sink
-(sinks/livelink_udp.py); eye angles are 0 (gaze lives in the eyeLook* shapes).
+The app records the values its Unreal code computes for the UDP stream, so the head
+columns use the same unit and signs as sinks/livelink_udp.py: Unreal's degrees / 180
+(-1..1), HeadYaw = -yaw / 180, HeadPitch = pitch / 180, HeadRoll = -roll / 180. Eye
+angles are 0 (gaze lives in the eyeLook* shapes). The header names are the app's,
+as independent importers of its takes spell them (e.g. the Blender LiveLinkFace
+add-on's LIVE_LINK_FACE_HEADER); note the app's CSV lists JawRight before JawLeft
+and MouthRight before MouthLeft, unlike its UDP order. We write each value under
+its own name, so readers that go by name get the right shape.
 The timecode starts at 00:00:00:00.000 for frame 0.
 """
 
@@ -24,6 +30,7 @@ from .. import labels
 from ..files import write_csv
 from ..frames import Frames, FramesFileError
 from . import FileSink
+from .livelink_udp import head_from_live_link, head_to_live_link
 
 # The app's CSV column order for the shapes (it differs from its UDP order around jaw/mouth left/right).
 CSV_SHAPE_ORDER: tuple[str, ...] = (
@@ -65,13 +72,12 @@ def parse_timecode(text: str, fps: float) -> float:
 
 def livelink_rows(frames: Frames) -> list[list[str]]:
     blend = np.clip(frames.blendshapes, 0.0, 1.0)
-    head = np.radians(frames.head)
     shape_cols = labels.indices(CSV_SHAPE_ORDER)
-    head_cols = [labels.HEAD.index(axis) for axis in HEAD_COLUMNS.values()]
+    head = head_to_live_link(frames.values[:, labels.indices(HEAD_COLUMNS.values())])
     rows = []
     for i in range(len(frames)):
         rows.append([timecode(frames.start + i, frames.fps), str(BLEND_SHAPE_COUNT),
-                     *(f"{v:.6f}" for v in blend[i, shape_cols]), *(f"{v:.6f}" for v in head[i, head_cols]),
+                     *(f"{v:.6f}" for v in blend[i, shape_cols]), *(f"{v:.6f}" for v in head[i]),
                      *("0.000000" for _ in EYE_COLUMNS)])
     return rows
 
@@ -95,14 +101,17 @@ def read_livelink_csv(path: str | Path, fps: float = 30) -> Frames:
     if not reader.fieldnames or "Timecode" not in reader.fieldnames:
         raise FramesFileError(f"{path}: not a Live Link Face CSV (no Timecode column)")
     values = np.zeros((len(rows), labels.NUM_CHANNELS), np.float32)
+    head = np.zeros((len(rows), len(HEAD_COLUMNS)), np.float32)
     known = {labels.to_pascal(n): labels.index(n) for n in labels.BLENDSHAPES}
+    head_order = list(HEAD_COLUMNS)
     try:
         for r, row in enumerate(rows):
             for column, text in row.items():
                 if column in known:
                     values[r, known[column]] = float(text)
                 elif column in HEAD_COLUMNS:
-                    values[r, labels.index(HEAD_COLUMNS[column])] = math.degrees(float(text))
+                    head[r, head_order.index(column)] = float(text)
     except (TypeError, ValueError) as err:
         raise FramesFileError(f"{path}: row {r + 2} has a value that is not a number ({err})") from None
+    values[:, labels.indices(HEAD_COLUMNS.values())] = head_from_live_link(head)
     return Frames(values, fps=fps)

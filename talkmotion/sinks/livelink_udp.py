@@ -1,6 +1,11 @@
 """Live Link Face over UDP, as Epic's iOS app sends it to Unreal's Live Link (port 11111).
 
-One datagram per frame, big-endian (network order), packet version 6:
+Target: Unreal's legacy ARKit Live Link source (AppleARKitFaceSupport plugin:
+`AppleARKitLiveLinkSource.cpp` reads the packet, `ToBlendShapeMap` in
+`AppleARKitFaceMeshConversion.h` fills the values). Not UE 5.6's MetaHuman
+"LiveLinkFace" source, whose packet differs.
+
+One datagram per frame, big-endian (Unreal's FNboSerializeFromBuffer), packet version 6:
   uint8    version = 6
   int32    length, then that many UTF-8 bytes: device id
   int32    length, then that many UTF-8 bytes: subject name (the name shown in Unreal)
@@ -8,15 +13,23 @@ One datagram per frame, big-endian (network order), packet version 6:
   float32  sub-frame         }   (frame + sub-frame) at the frame rate
   int32    rate numerator    }   numerator / denominator
   int32    rate denominator  }
-  uint8    value count = 61
-  float32  × 61              ARKit's 52 in Apple's enum order (`LIVE_LINK_ORDER`),
-                             then head yaw, pitch, roll and both eyes' yaw, pitch, roll.
-Sources for the layout: Unreal's FLiveLinkFacePacket reader and independent
-parsers of captured app traffic; they agree on the above. Two facts they do not
-settle, stated here as our choices: head angles are sent in radians, and with
-our signs (labels.py: pitch positive looks down, yaw positive turns to the
-avatar's left, roll positive tilts toward its right shoulder). Eye angles are 0.
-Frame numbers count from the local time of day at open, as the app's timecode does.
+  uint8    value count = 61  (EARFaceBlendShape::MAX)
+  float32  × 61              in Unreal's `EARFaceBlendShape` order (`LIVE_LINK_ORDER`): the 52
+                             ARKit shapes, then head yaw, pitch, roll and both eyes' yaw, pitch, roll.
+
+Angles, as `ToBlendShapeMap` computes them: the face anchor's rotation converted to
+Unreal's axes (`FAppleARKitConversion::ToFTransform`: ARKit (x, y, z) → Unreal
+(-z, x, y)) as an FRotator, each angle / 180, so -180..180 degrees become -1..1.
+Unreal negates yaw and roll unless the face is mirrored, and in the same branch
+swaps every Left/Right shape; we send the shapes unswapped (our eyeBlinkLeft is
+Unreal's EyeBlinkLeft), so the angles go unnegated, the pair staying one
+consistent face. ARKit's face axes are ours (labels.py: x to the face's own left,
+y up, z out of the face; rest = facing the camera), and through ToFTransform and
+FRotator's definitions (yaw turns X toward Y, pitch X toward Z, roll Z toward Y):
+  HeadYaw = -yaw / 180,  HeadPitch = pitch / 180,  HeadRoll = -roll / 180   (ours in degrees).
+So a 10-degree turn sends 0.0556, not the 0.1745 of radians. Eye angles are 0: gaze
+travels in the eyeLook* shapes. Frame numbers count from the local time of day at
+open, as the app's timecode does.
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ PACKET_VERSION = 6
 DEFAULT_SUBJECT = "talkmotion"
 DEFAULT_DEVICE = "talkmotion"
 
-# Apple's ARFaceAnchor.BlendShapeLocation order, which the app sends.
+# Unreal's EARFaceBlendShape order (ARTrackable.h), the order of the packet's values.
 LIVE_LINK_ORDER: tuple[str, ...] = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
     "eyeSquintLeft", "eyeWideLeft",
@@ -60,6 +73,10 @@ POSE_NAMES: tuple[str, ...] = ("headYaw", "headPitch", "headRoll",
                                "rightEyeYaw", "rightEyePitch", "rightEyeRoll")
 VALUE_NAMES = LIVE_LINK_ORDER + POSE_NAMES
 NUM_VALUES = len(VALUE_NAMES)  # 61
+# Unreal maps -180..180 degrees to -1..1 (ToBlendShapeMap).
+DEGREES_PER_UNIT = 180.0
+# Our (yaw, pitch, roll) → Unreal's HeadYaw, HeadPitch, HeadRoll signs (module docstring).
+HEAD_SIGNS = np.array([-1.0, 1.0, -1.0], np.float32)
 
 _BLEND_COLUMNS = labels.indices(LIVE_LINK_ORDER)
 _HEAD_COLUMNS = labels.indices(("yaw", "pitch", "roll"))
@@ -122,11 +139,21 @@ def _frame_rate(fps: float) -> tuple[int, int]:
     return numerator, 1001
 
 
+def head_to_live_link(head_yaw_pitch_roll: np.ndarray) -> np.ndarray:
+    """(T, 3) our yaw, pitch, roll in degrees → (T, 3) HeadYaw, HeadPitch, HeadRoll in Unreal's -1..1."""
+    return np.asarray(head_yaw_pitch_roll, np.float32) * HEAD_SIGNS / DEGREES_PER_UNIT
+
+
+def head_from_live_link(values: np.ndarray) -> np.ndarray:
+    """(T, 3) HeadYaw, HeadPitch, HeadRoll (-1..1) → (T, 3) our yaw, pitch, roll in degrees."""
+    return np.asarray(values, np.float32) * DEGREES_PER_UNIT * HEAD_SIGNS
+
+
 def live_link_values(frames: Frames) -> np.ndarray:
-    """Frames → (T, 61) values in VALUE_NAMES order; head in radians, eyes 0."""
+    """Frames → (T, 61) values in VALUE_NAMES order; head as Unreal's degrees / 180, eyes 0."""
     out = np.zeros((len(frames), NUM_VALUES), np.float32)
     out[:, :len(LIVE_LINK_ORDER)] = np.clip(frames.values[:, _BLEND_COLUMNS], 0.0, 1.0)
-    out[:, len(LIVE_LINK_ORDER):len(LIVE_LINK_ORDER) + 3] = np.radians(frames.values[:, _HEAD_COLUMNS])
+    out[:, len(LIVE_LINK_ORDER):len(LIVE_LINK_ORDER) + 3] = head_to_live_link(frames.values[:, _HEAD_COLUMNS])
     return out
 
 

@@ -7,20 +7,29 @@ Loaded by three-vrm-animation and UniVRM onto any VRM. The file holds:
 - one node per expression, listed in `expressions.preset` / `expressions.custom`
   ({name: {node}}); the node's translation x carries the expression weight
   (y and z are 0), as the extension specifies;
+- with the presets, a gaze node listed in `extensions.VRMC_vrm_animation.lookAt`
+  ({node}): its rotation is the gaze direction (yaw about Y, pitch about X,
+  extrinsic ZXY, rest = looking along +Z), from the eyeLook* shapes
+  (`labels.gaze_angles`);
 - one glTF animation: head rotation split between the neck (NECK_SHARE of the
   angle) and the head, about the same axis, so neck·head is the whole rotation;
-  and a LINEAR translation track per expression.
+  the gaze node's rotation; and a LINEAR translation track per expression.
+
+The spec forbids lookUp/lookDown/lookLeft/lookRight as animated presets (gaze goes
+through lookAt), so they are never written. three-vrm-animation reads the gaze
+node as the spec says: its rotation as Euler "YXZ" (three.js's name for
+extrinsic ZXY), y as yaw and x as pitch (VRMLookAtQuaternionProxy).
 
 Expressions (option `expressions`): "preset" writes the VRM presets from
-`labels.to_vrm_presets` (aa ih ou ee oh blink blinkLeft blinkRight lookUp/Down/
-Left/Right happy angry sad surprised); "custom" writes the 52 ARKit shapes as
-perfect-sync custom expressions (option `custom_case`: "camel" = ARKit's names,
-as the reference avatar uses; "pascal" = `JawOpen`..., as many perfect-sync VRMs
-use); "both" (default) writes the customs and the presets VRM 1.0 lets customs
-block (vowels, blinks, looks), so one file drives avatars with and without
-perfect sync. A perfect-sync avatar whose customs do not set overrideMouth/
-overrideBlink/overrideLookAt to "block" (the reference avatar's do) moves those
-morphs twice with "both": use "custom" for it.
+`labels.to_vrm_presets` (aa ih ou ee oh blink blinkLeft blinkRight happy angry
+sad surprised) and the gaze; "custom" writes the 52 ARKit shapes as perfect-sync
+custom expressions (option `custom_case`: "camel" = ARKit's names, as the
+reference avatar uses; "pascal" = `JawOpen`..., as many perfect-sync VRMs use),
+gaze included in their eyeLook* shapes; "both" (default) writes the customs, the
+presets VRM 1.0 lets customs block (vowels, blinks) and the gaze, so one file
+drives avatars with and without perfect sync. A perfect-sync avatar whose customs
+do not set overrideMouth/overrideBlink/overrideLookAt to "block" (the reference
+avatar's do) moves those morphs twice with "both": use "custom" for it.
 """
 
 from __future__ import annotations
@@ -43,12 +52,14 @@ SKELETON = (("hips", None, (0.0, 0.95, 0.0)), ("spine", "hips", (0.0, 0.10, 0.0)
 NECK_SHARE = 0.3  # the neck takes this share of the head's turn; the head the rest
 EXPRESSION_MODES = ("preset", "custom", "both")
 CUSTOM_CASES = ("camel", "pascal")
-# Presets written: every one labels.to_vrm_presets computes (relaxed and neutral it has none for).
-PRESET_NAMES = tuple(labels.VRM_PRESETS)
+# Presets written: every one labels.to_vrm_presets computes (relaxed and neutral it has none
+# for) but the look presets, which the spec leaves to lookAt.
+PRESET_NAMES = tuple(p for p in labels.VRM_PRESETS if p not in labels.VRM_LOOK_PRESETS)
 # With the customs ("both"), only the presets a perfect-sync VRM can block while its
-# customs play (VRM 1.0 overrideMouth/Blink/LookAt): the emotions would move the same
+# customs play (VRM 1.0 overrideMouth/Blink): the emotions would move the same
 # morphs a second time.
-BLOCKABLE_PRESETS = tuple(p for p in PRESET_NAMES if p in labels.VRM_VOWELS or p.startswith(("blink", "look")))
+BLOCKABLE_PRESETS = tuple(p for p in PRESET_NAMES if p in labels.VRM_VOWELS or p.startswith("blink"))
+GAZE_NODE = "lookAt"
 
 
 class VrmaSink(FileSink):
@@ -90,7 +101,8 @@ def build_vrma(frames: Frames, expressions: str = "both", custom_case: str = "ca
         for name in tracks:
             expression_nodes[(group, name)] = g.add("nodes", {"name": f"expression.{group}.{name}",
                                                                 "translation": [0.0, 0.0, 0.0]})
-    roots = [bones["hips"], *expression_nodes.values()]
+    gaze_node = g.add("nodes", {"name": GAZE_NODE}) if expressions in ("preset", "both") else None
+    roots = [bones["hips"], *expression_nodes.values(), *([gaze_node] if gaze_node is not None else [])]
     g.doc["scenes"] = [{"nodes": roots}]
     g.doc["scene"] = 0
 
@@ -106,6 +118,10 @@ def build_vrma(frames: Frames, expressions: str = "both", custom_case: str = "ca
 
         track(bones["neck"], "rotation", quaternion_power(q, NECK_SHARE))
         track(bones["head"], "rotation", quaternion_power(q, 1.0 - NECK_SHARE))
+        if gaze_node is not None:
+            yaw, pitch = np.moveaxis(labels.gaze_angles(np.clip(frames.blendshapes, 0.0, 1.0)), -1, 0)
+            gaze = head_quaternions(np.stack([pitch, yaw, np.zeros_like(yaw)], -1))
+            track(gaze_node, "rotation", gaze.astype(np.float32))
         for (group, name), node in expression_nodes.items():
             weight = (preset if group == "preset" else custom)[name]
             xyz = np.zeros((len(frames), 3), np.float32)
@@ -120,6 +136,8 @@ def build_vrma(frames: Frames, expressions: str = "both", custom_case: str = "ca
         groups.setdefault(group, {})[name] = {"node": node}
     if groups:
         extension["expressions"] = groups
+    if gaze_node is not None:
+        extension["lookAt"] = {"node": gaze_node}
     g.doc["extensionsUsed"] = [EXTENSION]
     g.doc["extensions"] = {EXTENSION: extension}
     return g
