@@ -256,7 +256,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("input", help="audio/video file, 'mic', '-' (raw PCM on stdin) or ws://host:port/path")
     parser.add_argument("--model", help="checkpoint (.safetensors); default: the embedded model")
     parser.add_argument("--vmc", metavar="HOST:PORT", action="append", default=[],
-                        help="send VMC protocol to a performer (default port 39540; repeatable)")
+                        help="send VMC protocol (repeatable; default port 39539 for a marionette, "
+                             "39540 for a performer)")
+    parser.add_argument("--vmc-role", choices=("marionette", "performer"), default="marionette",
+                        help="marionette: expressions + neck/head bones (VSeeFace, VMagicMirror, Warudo, VNyan "
+                             "receivers); performer: expressions + gaze only (VirtualMotionCapture)")
     parser.add_argument("--vmc-names", choices=("both", "perfect-sync", "vrm0"), default="both",
                         help="expression names sent over VMC: ARKit PascalCase, VRM 0.x presets, or both")
     parser.add_argument("--livelink", metavar="HOST:PORT", action="append", default=[],
@@ -282,7 +286,7 @@ def build_sinks(args) -> list[Sink]:
     from .sinks.vmc import VmcSink
     from .sinks.websocket import WebSocketBroadcastSink
 
-    sinks: list[Sink] = [VmcSink(a, names=args.vmc_names) for a in args.vmc]
+    sinks: list[Sink] = [VmcSink(a, names=args.vmc_names, role=args.vmc_role) for a in args.vmc]
     sinks += [LiveLinkUdpSink(a, subject=args.livelink_subject) for a in args.livelink]
     if args.ws:
         sinks.append(WebSocketBroadcastSink(args.ws))

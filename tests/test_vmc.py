@@ -15,7 +15,8 @@ from talkmotion import labels
 from talkmotion.frames import Frames
 from talkmotion.rotation import quaternion_multiply
 from talkmotion.sinks.udp import SinkError
-from talkmotion.sinks.vmc import MAX_DATAGRAM_BYTES, VRM0_PRESETS, VmcSink, frame_messages, pack_bundles
+from talkmotion.sinks.vmc import (GAZE_TARGET_M, MAX_DATAGRAM_BYTES, ROLE_PORTS, VRM0_PRESETS, VmcSink, frame_messages,
+                                  pack_bundles)
 
 FPS = 30
 PERFECT_SYNC = {labels.to_pascal(n) for n in labels.BLENDSHAPES}
@@ -81,7 +82,7 @@ def _per_frame(messages):
     return frames
 
 
-def test_short_stream_arrives_as_assistant_messages(receiver):
+def test_short_stream_arrives_as_marionette_messages(receiver):
     frames = _frames(4)
     sink = VmcSink(f"127.0.0.1:{receiver.port}")
     sink.open(FPS)
@@ -140,6 +141,35 @@ def test_name_sets(receiver):
         VmcSink("127.0.0.1:39540", names="arkit")
 
 
+def test_performer_role_sends_only_the_assistant_messages(receiver):
+    """VMC spec, Assistant → Performer: Blend/Val, Blend/Apply, Set/Eye; no Bone/Pos, OK or T."""
+    values = np.zeros((2, labels.NUM_CHANNELS), np.float32)
+    values[:, labels.index("jawOpen")] = 0.5
+    values[:, labels.index("yaw")] = 20.0                                                     # ignored: no bones
+    values[1, labels.index("eyeLookOutLeft")] = values[1, labels.index("eyeLookInRight")] = 1.0  # look left
+    sink = VmcSink(f"127.0.0.1:{receiver.port}", names="perfect-sync", role="performer")
+    sink.open(FPS)
+    sink.write(Frames(values, fps=FPS))
+    sink.close()
+    messages = receiver.wait_for("/VMC/Ext/Set/Eye", 2)
+    assert {a for a, _ in messages} == {"/VMC/Ext/Blend/Val", "/VMC/Ext/Blend/Apply", "/VMC/Ext/Set/Eye"}
+    eyes = [args for a, args in messages if a == "/VMC/Ext/Set/Eye"]
+    assert eyes[0][0] == 1 and np.allclose(eyes[0][1:], [0.0, 0.0, GAZE_TARGET_M], atol=1e-6)  # straight ahead
+    # a full look to the avatar's left is 30 degrees toward its left: Unity's -X
+    side = np.radians(labels.EYE_LOOK_FULL_YAW_DEG)
+    assert np.allclose(eyes[1][1:], [-np.sin(side), 0.0, np.cos(side)], atol=1e-5)
+    jaw = [args[1] for a, args in messages if a == "/VMC/Ext/Blend/Val" and args[0] == "JawOpen"]
+    assert jaw == [pytest.approx(0.5)] * 2
+
+
+def test_default_ports_follow_the_role():
+    assert VmcSink("10.0.0.2").port == ROLE_PORTS["marionette"] == 39539
+    assert VmcSink("10.0.0.2", role="performer").port == ROLE_PORTS["performer"] == 39540
+    assert VmcSink("10.0.0.2:9000", role="performer").port == 9000
+    with pytest.raises(SinkError, match="unknown role 'assistant'"):
+        VmcSink("10.0.0.2", role="assistant")
+
+
 def test_bundles_stay_under_one_ethernet_payload():
     msgs = frame_messages(0.0, [(f"Name{i}", 0.5) for i in range(80)], np.array([0, 0, 0, 1.0]),
                           np.array([0, 0, 0, 1.0]))
@@ -149,7 +179,7 @@ def test_bundles_stay_under_one_ethernet_payload():
 
 
 def test_unreachable_host_is_a_clear_error():
-    with pytest.raises(SinkError, match=r"VMC no-such-host\.invalid:39540: cannot resolve host"):
+    with pytest.raises(SinkError, match=r"VMC no-such-host\.invalid:39539: cannot resolve host"):
         VmcSink("no-such-host.invalid").open(FPS)
 
 

@@ -1,14 +1,28 @@
-"""VMC protocol (OSC over UDP), sent the way an *assistant* app sends it to a performer.
+"""VMC protocol (OSC over UDP), in one of the protocol's two receiving roles.
 
-A performer such as VSeeFace or VMagicMirror listens on port 39540 for assistants
-(protocol.vmc.info). Each frame becomes, in this order:
-  /VMC/Ext/OK          (int)1                      the model is loaded
-  /VMC/Ext/T           (float)seconds              sender-relative time (the frame's time)
-  /VMC/Ext/Blend/Val   (string)name (float)weight  once per expression
-  /VMC/Ext/Blend/Apply                             apply the values just sent
-  /VMC/Ext/Bone/Pos    (string)"Neck"/"Head" (float)px py pz qx qy qz qw   local, Unity frame
+The VMC spec (protocol.vmc.info) names the apps by role: a *Marionette* receives
+a whole avatar's motion and draws it (commonly port 39539); a *Performer* owns
+the skeleton and takes extra data from *Assistant* apps (commonly port 39540).
+What moves depends on which role the receiver plays, so the sink sends one of:
+
+role "marionette" (default, port 39539): what VSeeFace's VMC receiver (built on
+  EVMC4U), VMagicMirror's VMCP receive, Warudo's VMC receiver and VNyan's VMC
+  layers apply. Each frame, in this order:
+    /VMC/Ext/OK          (int)1                      the model is loaded
+    /VMC/Ext/T           (float)seconds              sender-relative time (the frame's time)
+    /VMC/Ext/Blend/Val   (string)name (float)weight  once per expression
+    /VMC/Ext/Blend/Apply                             apply the values just sent
+    /VMC/Ext/Bone/Pos    (string)"Neck"/"Head" (float)px py pz qx qy qz qw   local, Unity frame
+role "performer" (port 39540): the Assistant → Performer messages, for a strict
+  performer such as VirtualMotionCapture. Its message list has no Bone/Pos (the
+  performer drives the bones from its own trackers), so the head does not move there:
+    /VMC/Ext/Blend/Val … /VMC/Ext/Blend/Apply       the expressions, as above
+    /VMC/Ext/Set/Eye     (int)1 (float)x y z         the gaze target, relative to the Head
+                                                     (spec V2.8), Unity frame, GAZE_TARGET_M away
 Expression names are case sensitive (UniVRM): perfect-sync avatars take the 52
 ARKit names in PascalCase ("JawOpen"); others take VRM 0.x presets ("A", "Blink_L").
+Ports are whatever the receiver is set to; the defaults are the spec's. docs/avatars.md
+says, per receiver, what it shows and which settings to switch on.
 
 Head rotation, glTF/VRM frame → Unity. Our angles live in glTF's right-handed
 frame (Y up, the avatar faces +Z, its left at +X; see labels.py). Unity is
@@ -28,12 +42,16 @@ import numpy as np
 
 from .. import labels
 from ..frames import Frames
-from ..rotation import head_quaternions
+from ..rotation import head_quaternions, quaternion_matrices
 from . import Sink
 from .udp import SinkError, UdpSender, parse_address
 
-DEFAULT_PORT = 39540  # a performer's port for assistants (VSeeFace, VMagicMirror)
+# role → the VMC spec's usual port for it
+ROLE_PORTS: dict[str, int] = {"marionette": 39539, "performer": 39540}
+DEFAULT_ROLE = "marionette"
+DEFAULT_PORT = ROLE_PORTS[DEFAULT_ROLE]
 NAME_SETS = ("both", "perfect-sync", "vrm0")
+GAZE_TARGET_M = 1.0  # the performer's eye target sits this far along the gaze, from the head
 
 # labels.VRM_PRESETS key → the VRM 0.x BlendShapePreset name UniVRM expects.
 # `surprised` has no VRM 0.x preset and is not sent.
@@ -85,6 +103,14 @@ def neck_and_head(head_degrees: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quaternion_power(unity, NECK_SHARE), quaternion_power(unity, 1.0 - NECK_SHARE)
 
 
+def gaze_targets(frames: Frames) -> np.ndarray:
+    """(T, 3) eye targets relative to the head, Unity frame: GAZE_TARGET_M along the gaze."""
+    yaw, pitch = np.moveaxis(labels.gaze_angles(np.clip(frames.blendshapes, 0.0, 1.0)), -1, 0)
+    q = head_quaternions(np.stack([pitch, yaw, np.zeros_like(yaw)], -1))            # (T, 4) glTF frame
+    direction = quaternion_matrices(q)[:, :, 2]                                       # the rest gaze +Z, turned
+    return direction * [-1.0, 1.0, 1.0] * GAZE_TARGET_M                               # glTF → Unity: x flips
+
+
 def expression_values(frames: Frames, names: str) -> list[tuple[str, np.ndarray]]:
     """(name, (T,) weights) for each expression sent under the name set `names`."""
     out: list[tuple[str, np.ndarray]] = []
@@ -119,6 +145,8 @@ _TIME = osc_message("/VMC/Ext/T", "f")
 _APPLY = osc_message("/VMC/Ext/Blend/Apply")
 _FLOAT = struct.Struct(">f")
 _BONE_VALUES = struct.Struct(">7f")
+_EYE = osc_message("/VMC/Ext/Set/Eye", "ifff")
+_EYE_VALUES = struct.Struct(">i3f")
 
 
 @functools.lru_cache(maxsize=None)
@@ -132,12 +160,20 @@ def _bone_head(name: str) -> bytes:
 
 
 def frame_messages(time_s: float, expressions: list[tuple[str, float]], neck_q, head_q) -> list[bytes]:
-    """The OSC messages of one frame, in the order an assistant sends them."""
+    """The OSC messages of one frame for a marionette, in the order a performer sends them."""
     msgs = [_OK, _TIME + _FLOAT.pack(time_s)]
     msgs += [_blend_head(name) + _FLOAT.pack(value) for name, value in expressions]
     msgs.append(_APPLY)
     msgs.append(_bone_head("Neck") + _BONE_VALUES.pack(*NECK_OFFSET, *neck_q))
     msgs.append(_bone_head("Head") + _BONE_VALUES.pack(*HEAD_OFFSET, *head_q))
+    return msgs
+
+
+def performer_messages(expressions: list[tuple[str, float]], eye_target) -> list[bytes]:
+    """The OSC messages of one frame for a performer: only what its Assistant list takes."""
+    msgs = [_blend_head(name) + _FLOAT.pack(value) for name, value in expressions]
+    msgs.append(_APPLY)
+    msgs.append(_EYE + _EYE_VALUES.pack(1, *eye_target))
     return msgs
 
 
@@ -158,13 +194,19 @@ def pack_bundles(messages: list[bytes], limit: int = MAX_DATAGRAM_BYTES) -> list
 
 
 class VmcSink(Sink):
-    """Sends every frame written to it to one VMC performer, at once (pacing is the caller's)."""
+    """Sends every frame written to it to one VMC receiver, at once (pacing is the caller's).
 
-    def __init__(self, address: str = f"127.0.0.1:{DEFAULT_PORT}", names: str = "both"):
+    address: 'HOST[:PORT]'; the port defaults to the role's (ROLE_PORTS).
+    role: "marionette" (expressions and neck/head bones) or "performer" (expressions and gaze).
+    """
+
+    def __init__(self, address: str = "127.0.0.1", names: str = "both", role: str = DEFAULT_ROLE):
         if names not in NAME_SETS:
             raise SinkError(f"VMC: unknown name set {names!r}; choose one of {', '.join(NAME_SETS)}")
-        self.host, self.port = parse_address(address, DEFAULT_PORT, "VMC")
-        self.names = names
+        if role not in ROLE_PORTS:
+            raise SinkError(f"VMC: unknown role {role!r}; choose one of {', '.join(ROLE_PORTS)}")
+        self.host, self.port = parse_address(address, ROLE_PORTS[role], "VMC")
+        self.names, self.role = names, role
         self.sender: UdpSender | None = None
 
     def open(self, fps: float, model: str = "", latency_ms: float = 0.0) -> None:
@@ -176,12 +218,18 @@ class VmcSink(Sink):
             raise SinkError("VMC: write before open")
         if not len(frames):
             return
-        expressions = expression_values(frames, self.names)
-        neck, head = neck_and_head(frames.head)
-        for t, time_s in enumerate(frames.times):
-            row = [(name, values[t]) for name, values in expressions]
-            for datagram in pack_bundles(frame_messages(time_s, row, neck[t], head[t])):
+        for messages in self._messages(frames):
+            for datagram in pack_bundles(messages):
                 self.sender.send(datagram)
+
+    def _messages(self, frames: Frames) -> list[list[bytes]]:
+        """Each frame's OSC messages for this sink's role."""
+        expressions = expression_values(frames, self.names)
+        rows = [[(name, values[t]) for name, values in expressions] for t in range(len(frames))]
+        if self.role == "performer":
+            return [performer_messages(row, eye) for row, eye in zip(rows, gaze_targets(frames))]
+        neck, head = neck_and_head(frames.head)
+        return [frame_messages(time_s, row, n, h) for time_s, row, n, h in zip(frames.times, rows, neck, head)]
 
     def close(self, duration: float | None = None) -> None:
         if self.sender is not None:
