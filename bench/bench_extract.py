@@ -72,7 +72,8 @@ def measure_child(video: str, out: str) -> None:
     import mediapipe  # noqa: F401  (imported by the tracker; here so its one-time cost is not the video's)
 
     from talkmotion.assets import LANDMARKER
-    from talkmotion.data.extract import VideoJob, extract_video, video_id
+    from talkmotion.data.extract import video_id
+    from talkmotion.data.video_clips import VideoJob, extract_video
 
     import_s = time.perf_counter() - started
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import json
 import os
 from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
@@ -17,13 +20,31 @@ def atomic_path(path: str | Path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def temp_files(folder: str | Path) -> list[Path]:
+    """The temporary files of atomic writes in `folder` (a killed process leaves its own behind)."""
+    return sorted(Path(folder).glob(f".*.*{TEMP_SUFFIX}"))
+
+
+def temp_target(tmp: str | Path) -> Path:
+    """The file a temporary file of `atomic_path` was going to become: .NAME.PID.tmp → NAME."""
+    tmp = Path(tmp)
+    name = tmp.name[1:-len(TEMP_SUFFIX)].rpartition(".")[0]
+    return tmp.with_name(name)
+
+
+def temp_files_of(path: str | Path) -> list[Path]:
+    """The temporary files that atomic writes of `path` left behind."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"))
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import labels
 from .audio import FPS, SUPPORTED_FPS
-from .data.extract import ExtractError, FaceTracker, check_landmarker_file, track_video
+from .data.facetrack import ExtractError, FaceTracker, check_landmarker_file, track_video
 from .data.video import DEFAULT_MAX_SIDE, FrameRateMeter
 from .frames import Frames
 

@@ -21,7 +21,8 @@ from talkmotion.assets import LANDMARKER
 from talkmotion.audio import SAMPLE_RATE
 from talkmotion.cli import main
 from talkmotion.data.clips import Manifest, clip_path, load_clip, read_dataset
-from talkmotion.data.extract import ExtractError, pose_from_matrix, video_id
+from talkmotion.data.extract import ExtractError, video_id
+from talkmotion.data.facetrack import pose_from_matrix
 from talkmotion.rotation import head_quaternions, quaternion_matrices
 
 ROLL = labels.index("roll")
@@ -260,6 +261,35 @@ def test_resume_continues_a_video_from_its_first_unsettled_clip(tmp_path):
     slope, _ = roll_fit(clip, start_s=2.0)
     assert slope > 0.8                                   # tracked afresh from the middle of the video
     assert manifest(out)[vid]["status"] == "done"
+
+
+def test_clips_made_but_not_recorded_are_recognised_around_a_gap(tmp_path):
+    # Clips 0 and 2 are to be made again, clip 1 is on disk but not in the manifest (the run was
+    # killed before its next save): clip 1 is recognised and not tracked again, 0 and 2 are remade.
+    video = rotating_face_video(tmp_path / "three.mp4", seconds=3.0)
+    out = tmp_path / "data"
+    assert extract(video, "-o", out, "--clip-seconds", "1") == 0
+    vid = video_id(video)
+    files = [clip_path(out, f"{vid}-{k:04d}") for k in range(3)]
+    before = Manifest(out).entries
+    man = Manifest(out)
+    for key in (vid, *(f"{vid}-{k:04d}" for k in range(3))):
+        del man.entries[key]
+    man.save()
+    files[0].unlink()
+    files[2].unlink()
+    stamp = files[1].stat().st_mtime_ns
+    assert extract(video, "-o", out, "--clip-seconds", "1") == 0
+    after = Manifest(out)
+    assert files[1].stat().st_mtime_ns == stamp
+    assert after.entries[f"{vid}-0001"] == before[f"{vid}-0001"]
+    assert after.info["summary"]["clips_recognised"] == 1 and after.info["summary"]["clips_ok"] == 2
+    for k, start in ((0, 0.0), (2, 2.0)):
+        clip = load_clip(files[k])
+        assert len(clip.labels) == 30 and clip.audio.size == SAMPLE_RATE
+        slope, _ = roll_fit(clip, start_s=start)
+        assert slope > 0.8                               # each tracked at its own place in the video
+    assert after.entries[vid]["status"] == "done" and after.entries[vid]["clip_ids"] == before[vid]["clip_ids"]
 
 
 def test_killed_run_leaves_no_half_written_clip_and_resumes(tmp_path):

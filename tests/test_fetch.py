@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,20 @@ class FakeDownloader:
             raise FetchError(f"{youtube_id}: download failed (Video unavailable)")
         dst = folder / f"{youtube_id}.mp4"
         shutil.copy(self.sources[youtube_id], dst)
+        return dst
+
+
+class LocalDownloader:
+    """Picklable, so it runs in a worker process: copies a local file; ids in `hang` never return."""
+
+    def __init__(self, source: Path, hang: tuple[str, ...] = ()):
+        self.source, self.hang = source, hang
+
+    def fetch(self, youtube_id: str, folder: Path) -> Path:
+        if youtube_id in self.hang:
+            time.sleep(120)                          # killed by the batch's timeout long before this ends
+        dst = folder / f"{youtube_id}.mp4"
+        shutil.copy(self.source, dst)
         return dst
 
 
@@ -67,7 +82,7 @@ def test_avspeech_rows_are_cut_failures_recorded_and_downloads_spaced(source, tm
     report = fetch(items, tmp_path / "out", fake, limiter(clock))
     assert fake.calls == ["vidAAAAAAA1", "vidBROKEN01"]                 # one download per video
     assert clock.sleeps == [5.0]                                           # the second waited
-    assert (report.ok, report.failed) == (2, 1)
+    assert (report.tally["ok"], report.tally["failed"], report.tally["downloads"]) == (2, 1, 2)
     manifest = json.loads((tmp_path / "out" / "fetch.json").read_text())["items"]
     failed = manifest["vidBROKEN01_3.000_4.000"]
     assert failed["status"] == "failed" and "Video unavailable" in failed["error"] and failed["line"] == 3
@@ -88,9 +103,9 @@ def test_rerun_skips_settled_rows_and_retries_failures_only_when_asked(source, t
     fetch(items, out, FakeDownloader({"vidAAAAAAA1": source}, ("vidBROKEN01",)), limiter(FakeClock()))
     again = FakeDownloader({"vidAAAAAAA1": source, "vidBROKEN01": source})
     report = fetch(items, out, again, limiter(FakeClock()))
-    assert again.calls == [] and report.skipped == 2
+    assert again.calls == [] and report.tally["skipped"] == 2
     report = fetch(items, out, again, limiter(FakeClock()), retry_failed=True)
-    assert again.calls == ["vidBROKEN01"] and report.ok == 1
+    assert again.calls == ["vidBROKEN01"] and report.tally["ok"] == 1
     statuses = {k: v["status"] for k, v in json.loads((out / "fetch.json").read_text())["items"].items()}
     assert statuses == {"vidAAAAAAA1_0.000_1.000": "ok", "vidBROKEN01_0.000_1.000": "ok"}
 
@@ -121,7 +136,7 @@ def test_segment_past_the_end_fails_clearly(source, tmp_path):
     report = fetch(items, tmp_path / "out", FakeDownloader({"vidAAAAAAA1": source}), limiter(FakeClock()))
     entries = json.loads((tmp_path / "out" / "fetch.json").read_text())["items"]
     assert "no video frames between 10.000 and 12.000 s" in entries["vidAAAAAAA1_10.000_12.000"]["error"]
-    assert (report.ok, report.failed) == (1, 1)
+    assert (report.tally["ok"], report.tally["failed"]) == (1, 1)
     assert not list((tmp_path / "out" / "segments").glob(".*.tmp"))
 
 
@@ -137,3 +152,39 @@ def test_bad_lists_and_options(tmp_path, capsys):
         parse_rate("fast")
     assert main(["fetch-dataset", str(odd), "-o", str(tmp_path / "out")]) == 2
     assert "odd.csv" in capsys.readouterr().err
+
+
+def test_cut_but_unrecorded_rows_are_recognised_and_stale_temp_files_removed(source, tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("vidAAAAAAA1,0.0,1.0\nvidAAAAAAA1,1.0,2.0\n")
+    items, _ = read_list(rows)
+    out = tmp_path / "out"
+    fetch(items, out, FakeDownloader({"vidAAAAAAA1": source}), limiter(FakeClock()))
+    manifest = json.loads((out / "fetch.json").read_text())
+    recorded = manifest["items"].pop("vidAAAAAAA1_1.000_2.000")    # as if killed before the manifest was saved
+    (out / "fetch.json").write_text(json.dumps(manifest))
+    stale = [out / ".fetch.json.99999.tmp", out / "segments" / ".vidAAAAAAA1_1.000_2.000.mkv.99999.tmp"]
+    for path in stale:
+        path.write_text("half written")
+    stamp = (out / recorded["file"]).stat().st_mtime_ns
+    again = FakeDownloader({"vidAAAAAAA1": source})
+    report = fetch(items, out, again, limiter(FakeClock()))
+    assert again.calls == [] and report.tally["recognised"] == 1 and report.skipped == 1
+    assert json.loads((out / "fetch.json").read_text())["items"]["vidAAAAAAA1_1.000_2.000"] == recorded
+    assert (out / recorded["file"]).stat().st_mtime_ns == stamp
+    assert not any(path.exists() for path in stale)
+
+
+def test_worker_process_download_that_hangs_is_killed_and_the_rest_is_cut(source, tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("vidHANGING1,0.0,1.0\nvidAAAAAAA1,0.0,1.0\nvidHANGING1,1.0,2.0\n")
+    items, _ = read_list(rows)
+    out = tmp_path / "out"
+    report = fetch(items, out, LocalDownloader(source, hang=("vidHANGING1",)), RateLimiter(0.0), workers=1,
+                   timeout=3.0)
+    entries = json.loads((out / "fetch.json").read_text())["items"]
+    hung = [entries["vidHANGING1_0.000_1.000"], entries["vidHANGING1_1.000_2.000"]]
+    assert all(e["status"] == "failed" and "no progress for 3 s (--timeout); worker killed" in e["error"]
+               for e in hung)
+    assert entries["vidAAAAAAA1_0.000_1.000"]["status"] == "ok"
+    assert (report.failed, report.done, report.tally["failed"], report.tally["ok"]) == (1, 1, 2, 1)

@@ -56,6 +56,36 @@ def test_two_clip_corpus_end_to_end_and_resume(tmp_path, engine, capsys):
     assert {p: p.stat().st_mtime_ns for p in (root / "clips").iterdir()} == mtimes
 
 
+def test_clips_made_but_not_recorded_are_recognised_not_remade(tmp_path, capsys):
+    # A run killed between writing clip files and its next manifest save (every 2 s) left
+    # clip 1 unrecorded, a half-written clip 2 and a half-written manifest.
+    root = tmp_path / "c"
+    assert corpus(root, "--clips", "2", "--engines", "espeak-ng") == 0
+    obj = json.loads((root / "manifest.json").read_text())
+    recorded = obj["clips"].pop("tts0-000001")
+    (root / "manifest.json").write_text(json.dumps(obj))
+    made = root / recorded["file"]
+    stamp = made.stat().st_mtime_ns
+    stale = [root / ".manifest.json.99999.tmp", root / "clips" / ".tts0-000002.clip.safetensors.99999.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    capsys.readouterr()
+    assert corpus(root, "--clips", "3", "--engines", "espeak-ng") == 0
+    assert "1 clips made, 2 already done" in capsys.readouterr().out
+    assert made.stat().st_mtime_ns == stamp and manifest(root)["tts0-000001"] == recorded
+    assert manifest(root)["tts0-000002"]["status"] == "ok"
+    assert not any(path.exists() for path in stale)
+    # a clip file that is not whole is made again
+    made.write_bytes(made.read_bytes()[:1000])
+    obj = json.loads((root / "manifest.json").read_text())
+    del obj["clips"]["tts0-000001"]
+    (root / "manifest.json").write_text(json.dumps(obj))
+    capsys.readouterr()
+    assert corpus(root, "--clips", "3", "--engines", "espeak-ng") == 0
+    assert "1 clips made, 2 already done" in capsys.readouterr().out
+    check_clip(root, manifest(root)["tts0-000001"])
+
+
 def test_split_holds_out_voices_and_sentences():
     engines = ["festival", "espeak-ng"]
     pools = synth.voice_pools(engines)

@@ -24,7 +24,8 @@ import numpy as np
 from .. import labels
 from ..audio import FPS, SAMPLE_RATE, num_frames
 from ..errors import TalkmotionError
-from ..files import atomic_path, write_json
+from ..files import atomic_path
+from . import jobs
 from .phonemes import check_phone, phone_track
 
 CLIP_SUFFIX = ".clip.safetensors"
@@ -136,40 +137,38 @@ def load_clip(path: str | Path) -> Clip:
     return clip
 
 
+def finished_clip(path: str | Path) -> Clip | None:
+    """The clip at `path` if a whole, readable one is there (a killed run may have made it without
+    recording it), else None: it is to be made (again)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return load_clip(path)
+    except ClipError:
+        return None
+
+
 # --- dataset manifests ----------------------------------------------------------
 
-class Manifest:
-    """Status of every clip a job made or tried, saved atomically after each update.
+class Manifest(jobs.Manifest):
+    """Status of every clip a job made or tried (root/manifest*.json), saved atomically.
 
     entries: {clip_id: {"status": "ok" | "failed" | "skipped", "file": relative path,
               "error": str, "duration": s, ...metadata}}
     """
 
+    FORMAT = MANIFEST_FORMAT
+    SECTION = "clips"
+    Error = ClipError
+
     def __init__(self, root: str | Path, name: str = "manifest.json", info: dict | None = None):
         self.root = Path(root)
-        self.path = self.root / name
-        self.info = info or {}
-        self.entries: dict[str, dict] = {}
-        if self.path.exists():
-            obj = json.loads(self.path.read_text(encoding="utf-8"))
-            if obj.get("format") != MANIFEST_FORMAT:
-                raise ClipError(f"{self.path}: not a talkmotion dataset manifest")
-            self.entries = obj.get("clips", {})
-            self.info = {**obj.get("info", {}), **self.info}
+        super().__init__(self.root / name, info)
 
     def done(self, clip_id: str) -> bool:
         """True when the clip was made and its file is still there."""
         entry = self.entries.get(clip_id)
         return bool(entry) and entry["status"] == "ok" and (self.root / entry["file"]).exists()
-
-    def record(self, clip_id: str, status: str, save: bool = True, **fields) -> None:
-        self.entries[clip_id] = {"status": status, **fields}
-        if save:
-            self.save()
-
-    def save(self) -> None:
-        write_json(self.path, {"format": MANIFEST_FORMAT, "version": 1, "info": self.info,
-                               "clips": self.entries})
 
 
 def read_dataset(root: str | Path) -> dict[str, dict]:

@@ -22,6 +22,7 @@ a rerun skips rows already settled (failed ones too unless --retry-failed).
 from __future__ import annotations
 
 import csv
+import glob
 import math
 import re
 import shutil
@@ -36,7 +37,8 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..errors import TalkmotionError
-from ..files import atomic_path, write_json
+from ..files import TEMP_SUFFIX, atomic_path
+from . import jobs
 from .video import VideoError, check_file, open_container, probe
 
 FETCH_FORMAT = "talkmotion.fetch"
@@ -52,6 +54,8 @@ VIDEO_OPTIONS = {"preset": "veryfast", "crf": "20"}
 OUT_TIME_BASE = Fraction(1, 1000)        # millisecond timestamps keep variable frame rates as they are
 AUDIO_BLOCK = 1024                       # samples per encoded audio frame
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{6,20}")
+PARTIAL_SUFFIXES = (".part", ".ytdl", TEMP_SUFFIX)   # what yt-dlp (and atomic writes) leave while downloading
+DEFAULT_TIMEOUT_S = 1800.0               # a stuck download or cut; a slow one keeps reporting its rows
 
 
 class FetchError(TalkmotionError, ValueError):
@@ -313,100 +317,165 @@ def _place(pcm: np.ndarray, chunk: np.ndarray, offset: int) -> None:
         pcm[lo:hi] = chunk[lo - offset:hi - offset]
 
 
-# --- the job -------------------------------------------------------------------------------------
+# --- the batch -----------------------------------------------------------------------------------
 
-class FetchManifest:
-    """DIR/fetch.json: every row's status, saved atomically after each change."""
+class FetchManifest(jobs.Manifest):
+    """DIR/fetch.json: every row's status, {item id: {"status": "ok" | "failed", "file" | "error", ...}}."""
 
-    def __init__(self, root: Path, info: dict):
-        self.path = root / MANIFEST_NAME
-        self.info = info
-        self.items: dict[str, dict] = {}
-        if self.path.exists():
-            import json
+    FORMAT = FETCH_FORMAT
+    SECTION = "items"
+    Error = FetchError
 
-            try:
-                obj = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
-                raise FetchError(f"{self.path}: unreadable fetch manifest ({err})") from err
-            if obj.get("format") != FETCH_FORMAT:
-                raise FetchError(f"{self.path}: not a talkmotion fetch manifest")
-            self.items = obj.get("items", {})
+    def __init__(self, root: Path, info: dict | None = None):
+        self.root = Path(root)
+        super().__init__(self.root / MANIFEST_NAME, info)
 
     def settled(self, item: FetchItem, retry_failed: bool) -> bool:
-        entry = self.items.get(item.id)
+        entry = self.entries.get(item.id)
         if not entry:
             return False
         if entry["status"] == "ok":
-            return (self.path.parent / entry["file"]).is_file()
+            return (self.root / entry["file"]).is_file()
         return not retry_failed
-
-    def record(self, item: FetchItem, status: str, **fields) -> None:
-        self.items[item.id] = {"status": status, "youtube_id": item.youtube_id, "line": item.line, **fields}
-        self.save()
-
-    def save(self) -> None:
-        write_json(self.path, {"format": FETCH_FORMAT, "version": 1, "info": self.info, "items": self.items})
 
 
 @dataclass
-class FetchReport:
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    downloads: int = 0
+class FetchJob:
+    youtube_id: str
+    items: list[FetchItem]            # its rows not yet settled
+
+
+@dataclass
+class FetchRunner(jobs.Runner):
+    """Worker side: download one video (or reuse what an earlier run left), cut each of its rows."""
+
+    root: str
+    downloader: Downloader
+    keep_raw: bool = False
+
+    def run(self, job: FetchJob, progress) -> None:
+        raw, segments = Path(self.root) / "raw", Path(self.root) / "segments"
+        source = downloaded(job.youtube_id, raw) or self.downloader.fetch(job.youtube_id, raw)
+        for item in job.items:
+            try:
+                path = _segment(item, source, segments)
+                progress((item.id, "ok", path.relative_to(self.root).as_posix()))
+            except (FetchError, VideoError) as err:
+                progress((item.id, "failed", str(err)))
+        if not self.keep_raw and source.parent == raw and source.exists():
+            source.unlink()
+
+
+class FetchBatch(jobs.Batch):
+    """Parent side: one job per video, each row recorded as it is cut; downloads spaced by the limiter."""
+
+    name, unit = "fetch-dataset", "video"
+
+    def __init__(self, root: Path, manifest: FetchManifest, limiter: RateLimiter, retry_failed: bool,
+                 log: Callable[[str], None]):
+        super().__init__(manifest)
+        self.root, self.limiter, self.retry_failed, self.log = root, limiter, retry_failed, log
+        self.rows: dict[str, FetchItem] = {}            # item id → row, for the workers' messages
+        self.recorded: set[str] = set()                 # rows settled by this run
+
+    def key(self, job: FetchJob) -> str:
+        return job.youtube_id
+
+    def remaining(self, job: FetchJob) -> FetchJob | None:
+        self.rows.update((item.id, item) for item in job.items)
+        left = [item for item in job.items if not self.settle(item)]
+        self.report.tally["skipped"] += len(job.items) - len(left)
+        return FetchJob(job.youtube_id, left) if left else None
+
+    def settle(self, item: FetchItem) -> bool:
+        """True when the row needs no work: recorded, or cut but not recorded (then it is recorded now)."""
+        if self.manifest.settled(item, self.retry_failed):
+            return True
+        path = cut_file(self.root / "segments", item)
+        if path is None:
+            return False
+        self.manifest.record(item.id, "ok", save=False, youtube_id=item.youtube_id, line=item.line,
+                             file=path.relative_to(self.root).as_posix(), **_times(item))
+        self.report.tally["recognised"] += 1
+        return True
+
+    def output_folders(self) -> list[Path]:
+        return [self.root / "segments"]
+
+    def owner(self, target: Path) -> str | None:
+        item = self.rows.get(target.stem)
+        return item.youtube_id if item else None
+
+    def pace(self, job: FetchJob) -> None:
+        if downloaded(job.youtube_id, self.root / "raw") is None:
+            self.limiter.wait()
+            self.report.tally["downloads"] += 1
+
+    def on_progress(self, job: FetchJob, message) -> None:
+        item_id, status, detail = message
+        item = self.rows[item_id]
+        fields = {"file": detail} if status == "ok" else {"error": detail}
+        self._record(item, status, **fields)
+        self.log(f"fetch: ok {Path(detail).name}" if status == "ok" else f"fetch: failed line {item.line}: {detail}")
+
+    def on_done(self, job: FetchJob, payload) -> None:
+        pass                                            # each row was recorded as it was cut
+
+    def on_failed(self, job: FetchJob, reason: str) -> None:
+        """The download failed, or the worker died: the rows not yet recorded fail with the reason."""
+        for item in job.items:
+            if item.id not in self.recorded:
+                self._record(item, "failed", error=reason)
+                self.log(f"fetch: failed line {item.line}: {reason}")
+
+    def _record(self, item: FetchItem, status: str, **fields) -> None:
+        self.manifest.record(item.id, status, save=False, youtube_id=item.youtube_id, line=item.line,
+                             **fields, **_times(item))
+        self.report.tally[status] += 1
+        self.recorded.add(item.id)
 
 
 def fetch(items: list[FetchItem], root: Path, downloader: Downloader, limiter: RateLimiter,
           retry_failed: bool = False, keep_raw: bool = False, info: dict | None = None,
-          log: Callable[[str], None] = lambda line: None) -> FetchReport:
-    """Download and cut every item not already settled; failures are recorded, not raised."""
-    raw, segments = root / "raw", root / "segments"
-    raw.mkdir(parents=True, exist_ok=True)
-    segments.mkdir(parents=True, exist_ok=True)
-    manifest = FetchManifest(root, info or {})
-    report = FetchReport()
+          log: Callable[[str], None] = lambda line: None, workers: int = 0,
+          timeout: float | None = None) -> jobs.Report:
+    """Download and cut every item not already settled; failures are recorded, not raised.
+
+    workers=0 runs in this process (a downloader that cannot cross to a worker
+    process, as in tests); the command line uses one worker, so a download or a
+    cut that hangs past `timeout` is killed and recorded. The report's tally
+    counts rows: ok, failed, skipped (settled before), recognised, downloads.
+    """
+    (root / "raw").mkdir(parents=True, exist_ok=True)
+    (root / "segments").mkdir(parents=True, exist_ok=True)
     by_video: dict[str, list[FetchItem]] = {}
     for item in items:
-        if manifest.settled(item, retry_failed):
-            report.skipped += 1
-        else:
-            by_video.setdefault(item.youtube_id, []).append(item)
-    for yid, todo in by_video.items():
-        source = _download(yid, raw, downloader, limiter, report)
-        for item in todo:
-            try:
-                if isinstance(source, str):
-                    raise FetchError(source)
-                path = _segment(item, source, segments)
-                manifest.record(item, "ok", file=path.relative_to(root).as_posix(), **_times(item))
-                report.ok += 1
-                log(f"fetch: ok {path.name}")
-            except (FetchError, VideoError) as err:
-                manifest.record(item, "failed", error=str(err), **_times(item))
-                report.failed += 1
-                log(f"fetch: failed line {item.line}: {err}")
-        if not keep_raw and isinstance(source, Path) and source.parent == raw and source.exists():
-            source.unlink()
-    manifest.save()
-    return report
+        by_video.setdefault(item.youtube_id, []).append(item)
+    todo = [FetchJob(yid, rows) for yid, rows in by_video.items()]
+    config = jobs.PoolConfig(workers=workers, timeout=timeout, timeout_flag="--timeout", progress=False)
+    batch = FetchBatch(root, FetchManifest(root, info), limiter, retry_failed, log)
+    return batch.run(todo, FetchRunner(str(root), downloader, keep_raw), config)
 
 
 def _times(item: FetchItem) -> dict:
     return {k: v for k, v in asdict(item).items() if k not in ("id", "youtube_id", "line") and v is not None}
 
 
-def _download(yid: str, raw: Path, downloader: Downloader, limiter: RateLimiter, report: FetchReport):
-    """The downloaded file (reused when a previous run left it), or the error message."""
-    done = sorted(p for p in raw.glob(f"{yid}.*") if p.suffix not in (".part", ".ytdl", ".tmp"))
-    if done:
-        return done[0]
-    limiter.wait()
-    report.downloads += 1
-    try:
-        return downloader.fetch(yid, raw)
-    except FetchError as err:
-        return str(err)
+def downloaded(yid: str, raw: Path) -> Path | None:
+    """A whole download an earlier run left in raw/ (yt-dlp's partial files aside), None when there is none."""
+    done = sorted(p for p in raw.glob(f"{yid}.*") if p.suffix not in PARTIAL_SUFFIXES)
+    return done[0] if done else None
+
+
+def cut_file(segments: Path, item: FetchItem) -> Path | None:
+    """The row's cut in segments/ if a whole, readable one is there (a killed run may not have recorded it)."""
+    for path in sorted(segments.glob(f"{glob.escape(item.id)}.*")):
+        try:
+            if path.suffix != TEMP_SUFFIX and probe(path).duration > 0:
+                return path
+        except VideoError:
+            continue                                    # not whole: cut it again
+    return None
 
 
 def _segment(item: FetchItem, source: Path, segments: Path) -> Path:
@@ -434,6 +503,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rate-limit", default=None, help="download bandwidth cap, bytes/s (e.g. 2M)")
     parser.add_argument("--retry-failed", action="store_true", help="try rows that failed before again")
     parser.add_argument("--keep-raw", action="store_true", help="keep whole downloads after cutting")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help=f"seconds a download or cut may go without progress before it is stopped and "
+                             f"recorded as failed (default {DEFAULT_TIMEOUT_S:g})")
 
 
 def run(args) -> int:
@@ -443,13 +515,16 @@ def run(args) -> int:
     root = Path(args.output)
     if args.min_interval < 0:
         raise FetchError(f"--min-interval must be >= 0, got {args.min_interval}")
+    if not args.timeout > 0:
+        raise FetchError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     downloader = YtDlpDownloader(parse_rate(args.rate_limit))
     for _, message in problems:
         print(f"talkmotion fetch-dataset: warning: {message}; row left out", file=sys.stderr)
     info = {"list": str(args.list), "min_interval": args.min_interval, "rate_limit": args.rate_limit,
             "problems": [m for _, m in problems]}
     report = fetch(items, root, downloader, RateLimiter(args.min_interval), args.retry_failed, args.keep_raw,
-                   info, log=lambda line: print(line, file=sys.stderr))
-    print(f"fetch-dataset: {report.ok} segments ok, {report.failed} failed, {report.skipped} already settled, "
-          f"{report.downloads} downloads → {root / MANIFEST_NAME}")
-    return 0 if report.failed == 0 and not problems else 1
+                   info, log=lambda line: print(line, file=sys.stderr), workers=1, timeout=args.timeout)
+    rows = report.tally
+    print(f"fetch-dataset: {rows['ok']} segments ok, {rows['failed']} failed, {rows['skipped']} already settled, "
+          f"{rows['downloads']} downloads → {root / MANIFEST_NAME}")
+    return 0 if rows["failed"] == 0 and not problems else 1

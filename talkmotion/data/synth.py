@@ -21,20 +21,17 @@ Held-out split (documented in the README): 10 % of clips are test, 10 % val.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
-import time
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..errors import TalkmotionError
-from ..workers import WorkerProcess
-from .clips import Clip, Manifest, clip_path, save_clip
+from . import jobs
+from .clips import CLIP_SUFFIX, Clip, Manifest, clip_path, finished_clip, save_clip
 from .phonemes import SILENCE
 from .tts import ENGINES, TTSError, cover_audio, engine_module
 from . import texts as text_source
@@ -56,8 +53,7 @@ NOISE_DB_RANGE = (-75.0, -55.0)        # a faint noise floor so silence is not d
 LEAD_SILENCE_S = (0.1, 0.5)
 TAIL_SILENCE_S = (0.1, 0.4)
 
-MANIFEST_SAVE_EVERY_S = 2.0
-WORKER_POLL_S = 0.05
+ENGINE_TIMEOUT_SHARE = 0.8             # an engine with its own timeout gets this share of --timeout
 
 
 class SynthError(TalkmotionError):
@@ -115,10 +111,10 @@ def run(args) -> int:
     info = {"command": "corpus synth", "seed": args.seed, "engines": engines,
             "voices": pools, "split": split_policy(), "texts": args.texts or "built-in grammar"}
     report = build(Path(args.output), specs, args.workers, args.timeout, info, progress=not args.no_progress)
-    print(report.summary(Path(args.output)))
+    print(summary(report, Path(args.output)))
     for line in report.failures:
         print(f"talkmotion corpus: failed: {line}", file=sys.stderr)
-    return 0 if report.made + report.skipped > 0 else 1
+    return 0 if report.done + report.skipped > 0 else 1
 
 
 def read_text_file(path: str) -> list[str]:
@@ -229,15 +225,26 @@ def make_clip(spec: ClipSpec, root: Path, timeout: float) -> dict:
     audio, phonemes = _stage(speech.audio, speech.phonemes, spec)
     style = visemes.draw_style(np.random.default_rng([spec.seed, 1]))
     labels, mask = visemes.make_labels(phonemes, audio, seed=spec.seed, style=style)
-    meta = {"source": spec.engine, "voice": spec.voice, "rate": spec.rate, "pitch": spec.pitch,
-            "text": spec.text, "split": spec.split, "seed": spec.seed, "peak_db": spec.peak_db,
-            "style": visemes.style_dict(style), "rules": "talkmotion.data.visemes"}
+    meta = {**spec_fields(spec), "peak_db": spec.peak_db, "style": visemes.style_dict(style),
+            "rules": "talkmotion.data.visemes"}
     if extra:
         meta["pitch_range"] = spec.intonation
     clip = Clip(spec.id, audio, labels, mask, phonemes=phonemes, meta=meta)
     path = clip_path(root, spec.id)
     save_clip(path, clip)
-    return {**meta, "file": path.relative_to(root).as_posix(), "duration": round(clip.duration, 4)}
+    return clip_entry(clip, root)
+
+
+def spec_fields(spec: ClipSpec) -> dict:
+    """What a clip's metadata and manifest entry say about the spec that made it."""
+    return {"source": spec.engine, "voice": spec.voice, "rate": spec.rate, "pitch": spec.pitch,
+            "text": spec.text, "split": spec.split, "seed": spec.seed}
+
+
+def clip_entry(clip: Clip, root: Path) -> dict:
+    """The manifest entry of a saved clip."""
+    return {**clip.meta, "file": clip_path(root, clip.id).relative_to(root).as_posix(),
+            "duration": round(clip.duration, 4)}
 
 
 def _stage(audio: np.ndarray, phonemes, spec: ClipSpec):
@@ -255,151 +262,85 @@ def _stage(audio: np.ndarray, phonemes, spec: ClipSpec):
     return np.clip(audio, -1.0, 1.0).astype(np.float32), cover_audio(moved, audio.size)
 
 
-# --- workers ----------------------------------------------------------------------
-
-def _worker_main(conn, root: str, timeout: float) -> None:
-    """Worker process: make clips sent by the parent until it sends None.
-
-    Heavy imports happen before "ready", so no clip's timeout pays for them.
-    """
-    from . import visemes, tts_espeak, tts_festival, tts_flite  # noqa: F401 - warm-up imports
-    from safetensors.numpy import save_file  # noqa: F401
-    import scipy.signal  # noqa: F401
-
-    conn.send(("ready", None))
-    while True:
-        spec = conn.recv()
-        if spec is None:
-            return
-        try:
-            conn.send(("ok", make_clip(ClipSpec(**spec), Path(root), timeout)))
-        except ValueError as err:      # TTSError, ClipError: this sentence, not the worker
-            conn.send(("failed", str(err)))
-
-
-class _Worker(WorkerProcess):
-    """A synthesis worker; it says "ready" once its engines are loaded."""
-
-    def __init__(self, ctx, root: Path, timeout: float):
-        # festival's own timeout fires first (a clean message); the kill is for in-process engines
-        super().__init__(ctx, _worker_main, (str(root), 0.8 * timeout))
-        self.ready = False
-
+# --- the batch --------------------------------------------------------------------
 
 @dataclass
-class Report:
-    made: int = 0
-    skipped: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    audio_s: float = 0.0
-    failures: list = None
+class SynthRunner(jobs.Runner):
+    """Worker side: makes one clip per job."""
 
-    def summary(self, root: Path) -> str:
-        rate = self.made / self.seconds if self.seconds > 0 else 0.0
-        return (f"corpus synth: {self.made} clips made, {self.skipped} already done, {self.failed} failed; "
-                f"{self.audio_s:.1f} s of audio in {self.seconds:.1f} s ({rate:.2f} clips/s) → "
-                f"{root / 'manifest.json'}")
+    root: str
+    engine_timeout: float            # festival's own limit, under the worker's so its clean message comes first
+
+    job_errors = (ValueError,)       # TTSError, ClipError: this sentence, not the worker
+
+    def setup(self) -> None:
+        from . import visemes, tts_espeak, tts_festival, tts_flite  # noqa: F401 - warm-up imports
+        from safetensors.numpy import save_file  # noqa: F401
+        import scipy.signal  # noqa: F401
+
+    def run(self, spec: ClipSpec, progress) -> dict:
+        return make_clip(spec, Path(self.root), self.engine_timeout)
+
+
+class CorpusBatch(jobs.Batch):
+    """Parent side: one job per clip spec."""
+
+    name, unit = "corpus synth", "clip"
+
+    def __init__(self, root: Path, manifest: Manifest):
+        super().__init__(manifest)
+        self.root = root
+
+    def key(self, spec: ClipSpec) -> str:
+        return spec.id
+
+    def describe(self, spec: ClipSpec) -> str:
+        return f"{spec.id} ({spec.engine} {spec.voice}, {spec.text[:60]!r})"
+
+    def remaining(self, spec: ClipSpec) -> ClipSpec | None:
+        entry = self.manifest.entries.get(spec.id, {})
+        if self.manifest.done(spec.id) and _same_spec(entry, spec):
+            return None
+        clip = finished_clip(clip_path(self.root, spec.id))
+        if clip is not None and _same_spec(clip.meta, spec):      # made, then the run was killed
+            self.manifest.record(spec.id, "ok", save=False, **clip_entry(clip, self.root))
+            self.report.tally["recognised"] += 1
+            return None
+        return spec
+
+    def output_folders(self) -> list[Path]:
+        return [clip_path(self.root, "x").parent]
+
+    def owner(self, target: Path) -> str:
+        return target.name.removesuffix(CLIP_SUFFIX)
+
+    def on_done(self, spec: ClipSpec, entry: dict) -> None:
+        self.manifest.record(spec.id, "ok", save=False, **entry)
+        self.report.tally["audio_s"] += entry["duration"]
+
+    def on_failed(self, spec: ClipSpec, reason: str) -> None:
+        fields = {k: v for k, v in spec_fields(spec).items() if k != "seed"}
+        self.manifest.record(spec.id, "failed", save=False, error=reason, **fields)
+
+
+def _same_spec(fields: dict, spec: ClipSpec) -> bool:
+    return all(fields.get(k) == v for k, v in spec_fields(spec).items())
 
 
 def build(root: Path, specs: list[ClipSpec], workers: int, timeout: float, info: dict,
-          progress: bool = True) -> Report:
-    """Make every clip of `specs` not already in root's manifest; failures are recorded, not raised."""
-    from tqdm import tqdm
-
+          progress: bool = True) -> jobs.Report:
+    """Make every clip of `specs` not already made; failures are recorded, not raised."""
     root.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(root, info=info)
     manifest.info.update(info)
-    todo = [s for s in specs if not _already_made(manifest, s)]
-    report = Report(skipped=len(specs) - len(todo), failures=[])
-    start, last_save = time.monotonic(), time.monotonic()
-    ctx = multiprocessing.get_context("spawn")
-    pool = [_Worker(ctx, root, timeout) for _ in range(min(workers, len(todo)))]
-    queue = list(reversed(todo))
-    bar = tqdm(total=len(todo), unit="clip", disable=not progress, file=sys.stderr, desc="corpus synth")
-    try:
-        while queue or any(w.job for w in pool):
-            for w in pool:
-                if w.ready and w.job is None and queue:
-                    w.give(queue.pop())
-            busy = [w for w in pool if w.job or not w.ready]
-            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=WORKER_POLL_S)
-            for i, w in enumerate(pool):
-                if not w.ready:
-                    _start_up(w, ready)
-                    continue
-                if w.job is None:
-                    continue
-                outcome = _collect(w, ready, timeout)
-                if outcome is None:
-                    continue
-                spec, (status, payload) = w.job, outcome
-                w.job = None
-                _record(manifest, report, spec, status, payload)
-                bar.update(1)
-                if status == "died":
-                    _remove_partial(root, spec.id)
-                    pool[i] = _Worker(ctx, root, timeout)
-            if time.monotonic() - last_save > MANIFEST_SAVE_EVERY_S:
-                manifest.save()
-                last_save = time.monotonic()
-    finally:
-        bar.close()
-        for w in pool:
-            w.stop()
-        manifest.save()
-    report.seconds = time.monotonic() - start
-    return report
+    config = jobs.PoolConfig(workers=workers, timeout=timeout, timeout_flag="--timeout", progress=progress)
+    # festival's own timeout fires first (a clean message); the kill is for in-process engines
+    runner = SynthRunner(str(root), ENGINE_TIMEOUT_SHARE * timeout)
+    return CorpusBatch(root, manifest).run(specs, runner, config)
 
 
-def _start_up(w: _Worker, ready) -> None:
-    """Mark a worker ready once it says so."""
-    if w.conn in ready:
-        try:
-            w.ready = w.conn.recv()[0] == "ready"
-        except (EOFError, OSError):
-            pass
-    if not w.ready and not w.process.is_alive():
-        raise SynthError(f"a corpus worker failed to start (exit code {w.process.exitcode})")
-
-
-def _collect(w: _Worker, ready, timeout: float):
-    """(status, payload) once the worker's clip is settled, else None."""
-    if w.conn in ready:
-        try:
-            return w.conn.recv()
-        except (EOFError, OSError):
-            pass
-    if not w.process.is_alive():
-        code = w.process.exitcode
-        return "died", f"the worker crashed (exit code {code}) on {w.job.engine} ({w.job.voice}) " \
-                       f"{w.job.text[:60]!r}"
-    if time.monotonic() - w.since > timeout:
-        w.kill()
-        return "died", f"{w.job.engine} ({w.job.voice}) took more than {timeout:g} s on " \
-                       f"{w.job.text[:60]!r}; worker killed"
-    return None
-
-
-def _record(manifest: Manifest, report: Report, spec: ClipSpec, status: str, payload) -> None:
-    if status == "ok":
-        manifest.record(spec.id, "ok", save=False, **payload)
-        report.made += 1
-        report.audio_s += payload["duration"]
-        return
-    manifest.record(spec.id, "failed", save=False, error=payload, source=spec.engine, voice=spec.voice,
-                    rate=spec.rate, pitch=spec.pitch, text=spec.text, split=spec.split)
-    report.failed += 1
-    report.failures.append(f"{spec.id}: {payload}")
-
-
-def _already_made(manifest: Manifest, spec: ClipSpec) -> bool:
-    entry = manifest.entries.get(spec.id, {})
-    return manifest.done(spec.id) and entry.get("text") == spec.text and entry.get("voice") == spec.voice
-
-
-def _remove_partial(root: Path, clip_id: str) -> None:
-    """A killed worker cannot clean its temporary file; nothing half-written stays."""
-    final = clip_path(root, clip_id)
-    for tmp in final.parent.glob(f".{final.name}.*.tmp"):
-        tmp.unlink(missing_ok=True)
+def summary(report: jobs.Report, root: Path) -> str:
+    rate = report.done / report.wall_seconds if report.wall_seconds > 0 else 0.0
+    return (f"corpus synth: {report.done} clips made, {report.skipped} already done, {report.failed} failed; "
+            f"{report.tally['audio_s']:.1f} s of audio in {report.wall_seconds:.1f} s ({rate:.2f} clips/s) → "
+            f"{root / 'manifest.json'}")
