@@ -20,7 +20,7 @@ import numpy as np
 from talkmotion import labels
 from talkmotion.audio import SAMPLE_RATE
 from talkmotion.frames import Frames
-from talkmotion.render import PANEL_PX, FaceRenderer, render_video
+from talkmotion.preview.render import PANEL_PX, FaceRenderer, render_video
 
 FPS = 30
 

@@ -324,7 +324,7 @@ class TalkServer:
             raise Refusal(f"reference avatar comes as .glb or .vrm, not .{ext}", status=404)
         paths = self.avatar_paths
         if paths is None:
-            from .avatar import reference_avatar_paths
+            from .preview.avatar import reference_avatar_paths
 
             paths = await asyncio.to_thread(reference_avatar_paths)
         glb, vrm = paths

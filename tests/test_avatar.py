@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from talkmotion import labels
-from talkmotion.avatar import (AvatarError, REFERENCE_VERSION, VERSION_FILE, load_avatar, reference_avatar_paths,
+from talkmotion.preview.avatar import (AvatarError, REFERENCE_VERSION, VERSION_FILE, load_avatar, reference_avatar_paths,
                                write_reference_avatar)
-from talkmotion.avatar.loader import arkit_name, target_names
-from talkmotion.avatar.reference import PRESET_BINDS
+from talkmotion.preview.avatar.loader import arkit_name, target_names
+from talkmotion.preview.avatar.reference import PRESET_BINDS
 from talkmotion.cli import main
-from talkmotion.gltf import Gltf, parse_glb, read_glb
+from talkmotion.preview.gltf import Gltf, parse_glb, read_glb
 
 REQUIRED_BONES = ("hips", "spine", "head", "leftUpperLeg", "leftLowerLeg", "leftFoot", "rightUpperLeg",
                   "rightLowerLeg", "rightFoot", "leftUpperArm", "leftLowerArm", "leftHand", "rightUpperArm",

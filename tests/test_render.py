@@ -10,7 +10,7 @@ from talkmotion import labels
 from talkmotion.audio import write_wav
 from talkmotion.cli import main
 from talkmotion.frames import Frames
-from talkmotion.render import STRIP_PX, FaceRenderer, render_video
+from talkmotion.preview.render import STRIP_PX, FaceRenderer, render_video
 from talkmotion.sinks import file_sink
 
 FPS = 30
@@ -41,7 +41,7 @@ def draw(face, **channels):
 
 def mouth_box(face):
     """Pixel rows/cols around the mouth, from the avatar's head joint and our proportions."""
-    from talkmotion.avatar.face import HEAD_CENTER
+    from talkmotion.preview.avatar.face import HEAD_CENTER
 
     mouth = np.array([[0.0, HEAD_CENTER[1] - 0.055, 0.1]])
     x, y, _ = face.camera.project(mouth)[0]
@@ -143,9 +143,9 @@ def test_skinned_and_textured_avatars_pose_like_rigid_ones(tmp_path):
 
     from PIL import Image
 
-    from talkmotion.avatar import load_avatar, reference_avatar_paths
-    from talkmotion.avatar.scene import build_posable
-    from talkmotion.gltf import Gltf, read_glb
+    from talkmotion.preview.avatar import load_avatar, reference_avatar_paths
+    from talkmotion.preview.avatar.scene import build_posable
+    from talkmotion.preview.gltf import Gltf, read_glb
     from talkmotion.rotation import head_quaternions, quaternion_matrices
 
     glb, _ = reference_avatar_paths(tmp_path / "ref")
@@ -185,8 +185,8 @@ def test_skinned_and_textured_avatars_pose_like_rigid_ones(tmp_path):
 def test_avatar_without_arkit_morphs_renders_through_presets_and_says_so(tmp_path, capsys):
     import json
 
-    from talkmotion.avatar import reference_avatar_paths
-    from talkmotion.gltf import Gltf, read_glb
+    from talkmotion.preview.avatar import reference_avatar_paths
+    from talkmotion.preview.gltf import Gltf, read_glb
 
     _, vrm = reference_avatar_paths(tmp_path / "ref")
     v = read_glb(vrm)

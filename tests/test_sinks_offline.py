@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from talkmotion import labels
-from talkmotion.avatar import load_avatar, write_reference_avatar
+from talkmotion.preview.avatar import load_avatar, write_reference_avatar
 from talkmotion.frames import Frames
-from talkmotion.gltf import Gltf, read_glb
+from talkmotion.preview.gltf import Gltf, read_glb
 from talkmotion.rotation import head_quaternions, quaternion_matrices, quaternion_multiply
 from talkmotion.sinks import file_sink
 from talkmotion.sinks.livelink_csv import BLEND_SHAPE_COUNT, COLUMNS, read_livelink_csv, timecode
@@ -138,7 +138,7 @@ def test_vrma_neck_and_head_compose_to_the_head_rotation(frames):
 
 
 def parse_back(g: Gltf) -> Gltf:
-    from talkmotion.gltf import parse_glb
+    from talkmotion.preview.gltf import parse_glb
 
     return parse_glb(g.to_glb())
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from talkmotion import labels
-from talkmotion.avatar import reference_avatar_paths
+from talkmotion.preview.avatar import reference_avatar_paths
 from talkmotion.frames import Frames
 from talkmotion.rotation import head_quaternions, quaternion_multiply
 from talkmotion.sinks.vrma import build_vrma

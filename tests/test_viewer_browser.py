@@ -135,7 +135,7 @@ def test_page_loads_the_reference_avatar(page, server):
 
 
 def test_a_users_glb_loads_too(page):
-    from talkmotion.avatar import reference_avatar_paths
+    from talkmotion.preview.avatar import reference_avatar_paths
 
     glb = reference_avatar_paths()[0]
     page.set_input_files("#avatar-file", str(glb))

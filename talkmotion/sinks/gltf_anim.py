@@ -20,12 +20,12 @@ import logging
 import numpy as np
 
 from .. import labels
-from ..avatar import load_avatar
-from ..avatar.loader import Avatar
-from ..avatar.scene import world_matrices
+from ..preview.avatar import load_avatar
+from ..preview.avatar.loader import Avatar
+from ..preview.avatar.scene import world_matrices
 from ..files import write_bytes
 from ..frames import Frames
-from ..gltf import Gltf
+from ..preview.gltf import Gltf
 from ..rotation import head_quaternions, quaternion_conjugate, quaternion_multiply
 from . import FileSink
 

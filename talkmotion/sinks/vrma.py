@@ -39,7 +39,7 @@ import numpy as np
 from .. import labels
 from ..files import write_bytes
 from ..frames import Frames
-from ..gltf import Gltf
+from ..preview.gltf import Gltf
 from ..rotation import head_quaternions, quaternion_power
 from . import FileSink
 

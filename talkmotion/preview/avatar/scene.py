@@ -55,7 +55,7 @@ class PosableMesh:
 def _local_matrix(node: dict) -> np.ndarray:
     if "matrix" in node:
         return np.asarray(node["matrix"], np.float64).reshape(4, 4).T  # glTF stores column-major
-    from ..rotation import quaternion_matrices
+    from ...rotation import quaternion_matrices
 
     m = np.eye(4)
     m[:3, :3] = quaternion_matrices(np.asarray(node.get("rotation", [0, 0, 0, 1]), np.float64)) \

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import labels
-from ..rotation import axis_angle_quaternions, quaternion_matrices
+from ... import labels
+from ...rotation import axis_angle_quaternions, quaternion_matrices
 
 # --- proportions (metres) -----------------------------------------------------
 HEAD_CENTER = np.array([0.0, 1.56, 0.005])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import labels
+from ... import labels
 from ..gltf import Gltf, GltfError, read_glb
 from . import AvatarError
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TalkmotionError
+from ..errors import TalkmotionError
 
 GLB_MAGIC = b"glTF"
 GLB_VERSION = 2

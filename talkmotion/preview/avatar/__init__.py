@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..files import write_bytes, write_text
+from ...files import write_bytes, write_text
 from ..gltf import GltfError
 
-AVATAR_DIR = Path(__file__).resolve().parent.parent / "assets" / "avatar"
+AVATAR_DIR = Path(__file__).resolve().parents[2] / "assets" / "avatar"
 USER_CACHE_DIR = Path.home() / ".cache" / "talkmotion" / "avatar"
 REFERENCE_NAME = "talkmotion_head"
 # Bump when the generator changes: cached files with another version are rebuilt.

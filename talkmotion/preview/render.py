@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import labels
-from .audio import SAMPLE_RATE, AudioError, frame_to_sample, load_audio
-from .errors import TalkmotionError
-from .files import atomic_path
-from .frames import Frames, read_frames
+from .. import labels
+from ..audio import SAMPLE_RATE, AudioError, frame_to_sample, load_audio
+from ..errors import TalkmotionError
+from ..files import atomic_path
+from ..frames import Frames, read_frames
 from .raster import OrthoCamera, rasterize, shade, to_srgb8
-from .rotation import head_quaternions, quaternion_matrices
+from ..rotation import head_quaternions, quaternion_matrices
 
 PANEL_PX = 480                 # face panel is PANEL_PX square
 STRIP_PX = 160                 # curve strip height
@@ -305,8 +305,8 @@ def load_input(path: str | Path, model_path: str | None = None) -> tuple[Frames,
     path = Path(path)
     if path.suffix.lower() == ".json":
         return read_frames(path), None
-    from .animate import animate_file  # the model loads only when there is audio to animate
-    from .checkpoint import load_model
+    from ..animate import animate_file  # the model loads only when there is audio to animate
+    from ..checkpoint import load_model
 
     return animate_file(load_model(model_path), path), load_audio(path)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import labels
+from ... import labels
 from ..gltf import TARGET_ARRAY_BUFFER, TARGET_ELEMENT_ARRAY_BUFFER, Gltf
 from .face import MeshPart, build_head, build_neck, build_torso
 
