@@ -197,7 +197,6 @@ class MelStream:
 
     def reset(self) -> None:
         self.buffer = np.zeros(0, np.float32)
-        self.frames_done = 0
 
     def push(self, pcm: np.ndarray) -> np.ndarray:
         """Append samples; return the newly completed mel frames, (n, n_mels)."""
@@ -212,7 +211,6 @@ class MelStream:
         power = spectrum.real ** 2 + spectrum.imag ** 2
         mel = np.log(np.maximum(power @ self.bank, s.floor))
         self.buffer = self.buffer[n * s.hop:]
-        self.frames_done += n
         return mel.astype(np.float32)
 
 

@@ -68,9 +68,6 @@ class Frames:
     def channel(self, name: str) -> np.ndarray:
         return self.values[:, labels.index(name)]
 
-    def with_values(self, values: np.ndarray) -> "Frames":
-        return replace(self, values=values)
-
     def resample(self, fps: float) -> "Frames":
         """Linear interpolation to another frame rate over the same duration."""
         if fps == self.fps:
@@ -84,13 +81,6 @@ class Frames:
             return replace(self, values=np.zeros((0, labels.NUM_CHANNELS)), fps=fps, start=0)
         cols = [np.interp(t_new, t_old, self.values[:, c]) for c in range(labels.NUM_CHANNELS)]
         return replace(self, values=np.stack(cols, 1), fps=fps, start=0)
-
-    @staticmethod
-    def concat(parts: list["Frames"]) -> "Frames":
-        if not parts:
-            raise ValueError("nothing to concatenate")
-        first = parts[0]
-        return replace(first, values=np.concatenate([p.values for p in parts]), duration=None)
 
     # --- frames file ---------------------------------------------------------
     def header_json(self) -> dict:

@@ -177,7 +177,3 @@ def to_vrm_presets(blendshapes: np.ndarray) -> dict[str, np.ndarray]:
     out["blinkRight"] = right - both
     return out
 
-
-def neutral_row() -> np.ndarray:
-    """A rest pose: every blendshape 0, head straight."""
-    return np.zeros(NUM_CHANNELS, np.float32)

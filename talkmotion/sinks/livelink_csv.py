@@ -64,12 +64,6 @@ def timecode(frame: int, fps: float) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}:{ff:02d}.{int(round(sub * 1000)) % 1000:03d}"
 
 
-def parse_timecode(text: str, fps: float) -> float:
-    """'HH:MM:SS:FF.mmm' → seconds."""
-    h, m, s, f = text.strip().split(":")
-    return int(h) * SECONDS_PER_HOUR + int(m) * SECONDS_PER_MINUTE + int(s) + float(f) / fps
-
-
 def livelink_rows(frames: Frames) -> list[list[str]]:
     blend = np.clip(frames.blendshapes, 0.0, 1.0)
     shape_cols = labels.indices(CSV_SHAPE_ORDER)
