@@ -22,9 +22,10 @@ PROGRESS_MIN_SECONDS = 30.0   # show a progress bar for inputs longer than this
 STDIN_BLOCK = 32_000          # bytes read from stdin at a time (1 s of 16 kHz 16-bit mono)
 
 
-def animate_chunks(model, chunks, options: PostOptions | None = None, runtime=None, progress=None) -> Frames:
-    """Frames for an iterable of 16 kHz float chunks (the whole stream, flushed)."""
-    animator = Animator(model, options, runtime)
+def animate_chunks(model, chunks, options: PostOptions | None = None, runtime=None, progress=None,
+                   style=None) -> Frames:
+    """Frames for an iterable of 16 kHz float chunks (the whole stream, flushed); `style` a StyleLayer."""
+    animator = Animator(model, options, runtime, style)
     parts, samples = [], 0
     for chunk in chunks:
         samples += chunk.size
@@ -42,11 +43,12 @@ def animate_pcm(model, pcm: np.ndarray, options: PostOptions | None = None, runt
     return animate_chunks(model, [np.asarray(pcm, np.float32)], options, runtime)
 
 
-def animate_file(model, path, options: PostOptions | None = None, runtime=None, progress: bool = False) -> Frames:
+def animate_file(model, path, options: PostOptions | None = None, runtime=None, progress: bool = False,
+                 style=None) -> Frames:
     """Audio or video file → Frames, decoded and animated in a stream (constant memory)."""
     bar = _progress_bar(path) if progress else None
     try:
-        frames = animate_chunks(model, iter_audio(path, chunk_seconds=1.0), options, runtime, bar)
+        frames = animate_chunks(model, iter_audio(path, chunk_seconds=1.0), options, runtime, bar, style)
     finally:
         if bar is not None:
             bar.close()
@@ -127,6 +129,7 @@ def write_outputs(frames: Frames, outputs: list[tuple[str, str]], avatar: str | 
 
 def add_arguments(parser) -> None:
     from .postprocess import add_arguments as add_post_arguments
+    from .style import add_arguments as add_style_arguments
 
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="audio (wav, flac, ogg, mp3, m4a) or video files, or - for 16-bit PCM on stdin")
@@ -144,6 +147,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--channels", type=int, default=1, help="stdin PCM channels")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     add_post_arguments(parser)
+    add_style_arguments(parser)
 
 
 def run(args) -> int:
@@ -151,21 +155,25 @@ def run(args) -> int:
 
     from .checkpoint import load_model
     from .postprocess import options_from_args
+    from .style import layer_from_args
 
     torch.set_num_threads(args.threads)
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     plan = plan_outputs(args.inputs, args.out, formats)
+    layer_from_args(args, SUPPORTED_FPS[0])  # bad emotion flags or timeline: refused before any work
     model = load_model(args.model)
     options = options_from_args(args)
     runtime = make_runtime(model, args.backend, args.threads)
     for source, outputs in zip(args.inputs, plan):
         start = time.perf_counter()
+        style = layer_from_args(args, model.dims.fps)
         if source == "-":
-            frames = animate_chunks(model, stdin_chunks(args.sample_rate, args.channels), options, runtime)
+            frames = animate_chunks(model, stdin_chunks(args.sample_rate, args.channels), options, runtime,
+                                    style=style)
             if frames.seconds == 0:
                 raise AudioError("stdin: no audio samples received")
         else:
-            frames = animate_file(model, source, options, runtime, progress=not args.quiet)
+            frames = animate_file(model, source, options, runtime, progress=not args.quiet, style=style)
         frames = frames.resample(args.fps)
         write_outputs(frames, outputs, args.avatar)
         if not args.quiet:

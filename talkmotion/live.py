@@ -1,7 +1,10 @@
 """`talkmotion stream`: live audio in, frames out in real time to VMC, Live Link, WebSocket and files.
 
 Sources: an audio/video file, the microphone (`mic`, via sounddevice), raw PCM on
-stdin (`-`), or a WebSocket URL sending binary PCM (`ws://...`).
+stdin (`-`), or a WebSocket URL sending binary PCM (`ws://...`). That server may
+also send text {"type": "style", "emotions": {"joy": 0.6}, "attack_s": 0.3,
+"release_s": 0.6} to change the emotion live, from the next frame (style.py); a bad
+one is answered with {"type": "error", "message": ...} and the stream goes on.
 
 Pacing. Audio is never consumed faster than real time: chunk k is pushed no
 earlier than t0 + (its first sample)/16000, so a file plays like a microphone.
@@ -25,7 +28,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, check_pcm, iter_audio, pcm16_to_float
+from .audio import SAMPLE_RATE, SUPPORTED_FPS, check_pcm, iter_audio, pcm16_to_float
 from .errors import TalkmotionError
 from .frames import Frames
 from .sinks import Sink
@@ -34,6 +37,7 @@ from .sinks.udp import SinkError
 CHUNK_SECONDS = 0.02   # 20 ms: small enough that chunking adds no visible delay
 PCM_FORMATS = ("s16le", "f32le")
 BYTES_PER_SAMPLE = {"s16le": 2, "f32le": 4}
+log = logging.getLogger(__name__)
 # A frame leaving later than this behind its due time counts as late in the stats.
 LATE_TOLERANCE_S = 1 / 30
 
@@ -109,8 +113,12 @@ async def mic_source(device: str | int | None = None, chunk_seconds: float = CHU
             yield chunk
 
 
-async def websocket_source(url: str, fmt: str = "s16le") -> AsyncIterator[np.ndarray]:
-    """Binary PCM messages from a WebSocket server (16 kHz mono) until it closes."""
+async def websocket_source(url: str, fmt: str = "s16le",
+                           on_text: Callable[[str], str | None] | None = None) -> AsyncIterator[np.ndarray]:
+    """Binary PCM messages from a WebSocket server (16 kHz mono) until it closes.
+
+    on_text: called with each text message; what it returns (if anything) is sent back.
+    """
     import aiohttp
 
     try:
@@ -121,20 +129,24 @@ async def websocket_source(url: str, fmt: str = "s16le") -> AsyncIterator[np.nda
                         yield decode_pcm(msg.data, fmt, url)
                     elif msg.type == aiohttp.WSMsgType.ERROR:
                         raise SourceError(f"{url}: connection failed ({ws.exception()})")
-                    # text messages (status, greetings) carry no audio
+                    elif msg.type == aiohttp.WSMsgType.TEXT and on_text is not None:
+                        reply = on_text(msg.data)
+                        if reply is not None:
+                            await ws.send_str(reply)
     except (aiohttp.ClientError, OSError) as err:
         raise SourceError(f"{url}: cannot connect ({err})") from None
 
 
 def open_source(spec: str, fmt: str = "s16le", device: str | None = None,
-                seconds: float | None = None) -> AsyncIterator[np.ndarray]:
-    """'mic', '-', 'ws://…'/'wss://…' or a file path → an async iterator of 16 kHz chunks."""
+                seconds: float | None = None, on_text=None) -> AsyncIterator[np.ndarray]:
+    """'mic', '-', 'ws://…'/'wss://…' or a file path → an async iterator of 16 kHz chunks.
+    on_text: a WebSocket source's text-message handler (websocket_source)."""
     if spec == "mic":
         return mic_source(int(device) if device and device.isdigit() else device, seconds=seconds)
     if spec == "-":
         return stdin_source(fmt)
     if spec.startswith(("ws://", "wss://")):
-        return websocket_source(spec, fmt)
+        return websocket_source(spec, fmt, on_text)
     path = Path(spec)
     if not path.exists():
         raise SourceError(f"{spec}: no such file (inputs are a file, 'mic', '-' for stdin, or ws://…)")
@@ -276,8 +288,42 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fast", action="store_true", help="no real-time pacing: as fast as possible")
     add_backend_argument(parser)
     from .postprocess import add_arguments as add_post_arguments
+    from .style import add_arguments as add_style_arguments
 
     add_post_arguments(parser)
+    add_style_arguments(parser)
+
+
+class StyleInbox:
+    """A WebSocket source's text messages → `animator.set_style`; other messages are ignored.
+
+    Called with each text message; returns the error message to send back for a style
+    message that cannot be used. `animator` is set once the model is loaded, before
+    the source yields anything.
+    """
+
+    def __init__(self, animator=None):
+        self.animator = animator
+
+    def __call__(self, text: str) -> str | None:
+        import json
+
+        from .sinks.websocket import error_message
+        from .style import StyleError, parse_style_message
+
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            return None  # not a control message: greetings, status
+        if not isinstance(obj, dict) or obj.get("type") != "style":
+            return None
+        try:
+            emotions, attack, release = parse_style_message(obj)
+        except StyleError as err:
+            log.warning("%s", err)
+            return error_message(str(err))
+        self.animator.set_style(emotions, attack, release)
+        return None
 
 
 def build_sinks(args) -> list[Sink]:
@@ -302,12 +348,19 @@ def run(args) -> int:
     from .postprocess import options_from_args
     from .stream import Animator, make_runtime
 
+    from .style import layer_from_args
+
     sinks = build_sinks(args)
     if not sinks:
         raise SinkError("no output given; use --vmc, --livelink, --ws or -o FILE")
-    source = open_source(args.input, args.pcm_format, args.device, args.seconds)  # checks the input first
+    layer_from_args(args, SUPPORTED_FPS[0])  # bad emotion flags or timeline: refused before any work
+    inbox = StyleInbox()
+    # the input is checked before the slow model load
+    source = open_source(args.input, args.pcm_format, args.device, args.seconds, on_text=inbox)
     model = load_model(args.model)
-    animator = Animator(model, options_from_args(args), runtime=make_runtime(model, args.backend))
+    animator = Animator(model, options_from_args(args), runtime=make_runtime(model, args.backend),
+                        style=layer_from_args(args, model.dims.fps))
+    inbox.animator = animator
     logging.basicConfig(level=logging.WARNING, format="talkmotion stream: %(message)s")
     stats = asyncio.run(_stream(source, animator, sinks, realtime=not args.fast, model_name=animator.name))
     print(f"talkmotion stream: {stats.frames} frames, {stats.audio_seconds:.2f} s of audio in "

@@ -4,7 +4,8 @@ Routes
   GET  /                      the viewer (talkmotion/web/dist, built by scripts/setup.sh)
   GET  /static/<file>         the viewer's files; nothing outside that folder is ever served
   GET  /avatar/reference.vrm  the reference avatar (also .glb)
-  GET  /api/info              model, frame rate, latency, channel names, post-processing controls, limits
+  GET  /api/info              model, frame rate, latency, channel names, post-processing controls,
+                              emotion names, limits
   POST /api/animate           upload an audio file (multipart field "file" or the raw body) →
                               a frames file (talkmotion.frames JSON)
   GET  /ws                    WebSocket streaming session, protocol below
@@ -14,6 +15,9 @@ WebSocket session (messages from the client)
          optional; begins a new utterance with these settings
   binary PCM, 16 kHz mono, in the session's format (default f32le); any chunk size
   text   {"type": "options", "options": {numeric PostOptions fields}}   change controls mid-stream
+  text   {"type": "style", "emotions": {"joy": 0.6, ...}, "attack_s": 0.3, "release_s": 0.6}
+         emotions 0..1 (style.NAMES; unlisted ones fade out) from the next frame, ramping over
+         attack_s/release_s (optional); they last across utterances and 'start'
   text   {"type": "end"}     flush: the last frames, then {"type": "end", ...}; the session stays open
 The server answers with the messages of talkmotion/sinks/websocket.py ("hello", "frames",
 "end", "error"). Every refusal is an "error" message in words; a client that breaks the
@@ -47,6 +51,8 @@ from .audio import SAMPLE_RATE, AudioError
 from .frames import Frames
 from .live import PCM_FORMATS, SourceError, decode_pcm
 from .postprocess import PostOptions
+from .style import NAMES as EMOTION_NAMES
+from .style import StyleError, parse_style_message
 from .sinks.websocket import PRESET_NAMES, end_message, error_message, frames_message, hello_message
 
 log = logging.getLogger(__name__)
@@ -172,6 +178,7 @@ class Session:
         self.format = DEFAULT_FORMAT
         self.presets = True
         self.options: dict = {}
+        self.style: tuple | None = None     # the last style message: (emotions, attack_s, release_s)
         self.animator = server.new_animator(None)
         self.samples = 0
         self.frames_sent = 0
@@ -218,6 +225,14 @@ class Session:
             self.options = parse_options(obj.get("options", {}), "start")
             self.format, self.presets = fmt, bool(obj.get("presets", True))
             self.animator = self.server.new_animator(PostOptions(**self.options))
+            if self.style is not None:
+                self.animator.set_style(*self.style)
+        elif kind == "style":
+            try:
+                self.style = parse_style_message(obj)
+            except StyleError as err:
+                raise Refusal(str(err)) from None
+            self.animator.set_style(*self.style)
         elif kind == "options":
             changes = parse_options(obj.get("options", {}), "options", live_only=True)
             self.options.update(changes)
@@ -229,7 +244,7 @@ class Session:
             await self.ws.send_str(end_message(self.frames_sent, self.samples / SAMPLE_RATE))
             self.samples = self.frames_sent = 0
         else:
-            raise Refusal(f"unknown message type {kind!r}; expected start, options or end",
+            raise Refusal(f"unknown message type {kind!r}; expected start, options, style or end",
                           close_code=WSCloseCode.UNSUPPORTED_DATA)
 
     async def send_frames(self, frames: Frames) -> None:
@@ -336,7 +351,8 @@ class TalkServer:
             "fps": self.fps, "latency_ms": self.latency_ms, "model": self.model_name,
             "sample_rate": SAMPLE_RATE, "formats": list(PCM_FORMATS),
             "blendshapes": list(labels.BLENDSHAPES), "head": list(labels.HEAD), "presets": list(PRESET_NAMES),
-            "controls": post_option_controls(), "limits": self.limits.to_json(), "sessions": self.sessions,
+            "controls": post_option_controls(), "emotions": list(EMOTION_NAMES),
+            "limits": self.limits.to_json(), "sessions": self.sessions,
         })
 
     async def animate(self, request):

@@ -23,6 +23,7 @@ from .audio import MelStream, check_pcm, frame_levels_db, frame_to_sample, num_f
 from .frames import Frames
 from .model import FEATURE_HOP, TalkModel
 from .postprocess import PostOptions, PostProcessor
+from .style import StyleLayer
 
 
 class FrameStep(nn.Module):
@@ -221,7 +222,8 @@ class PretrainedSource:
 class Animator:
     """Streaming speech → frames for one stream. Not thread-safe; one per stream."""
 
-    def __init__(self, model: TalkModel, options: PostOptions | None = None, runtime=None):
+    def __init__(self, model: TalkModel, options: PostOptions | None = None, runtime=None,
+                 style: StyleLayer | None = None):
         self.model = model
         self.dims = model.dims
         self.runtime = runtime or TorchRuntime(model)
@@ -232,6 +234,7 @@ class Animator:
         predicted = set(header["predicted"]) if header else {
             c for c, t in zip(labels.CHANNELS, model.trained.tolist()) if t}
         self.post = PostProcessor(options, predicted)
+        self.style = style or StyleLayer(self.fps)   # emotions, after post-processing (style.py)
         self.reset()
 
     def reset(self) -> None:
@@ -242,6 +245,7 @@ class Animator:
         self.audio = MelSource(self.dims) if self.dims.encoder == "mel" else PretrainedSource(self.model)
         self.levels = FrameLevels(self.fps)
         self.post.reset()
+        self.style.reset()
 
     @property
     def options(self) -> PostOptions:
@@ -251,6 +255,12 @@ class Animator:
         """Change the post-processing mid-stream. Gains, limits and smoothing apply from the
         next frame; which procedural effects run (blinks, gaze) and the seed apply after reset()."""
         self.post.options = options
+
+    def set_style(self, emotions: dict[str, float], attack_s: float | None = None,
+                  release_s: float | None = None) -> None:
+        """Emotions {name: intensity 0..1} from the next frame on, ramping over attack/release
+        seconds (style.py); unlisted emotions fade out. They outlast reset() and flush()."""
+        self.style.set(emotions, attack_s, release_s)
 
     def push(self, pcm: np.ndarray) -> Frames:
         """Feed 16 kHz mono float samples (any count); get the frames that became ready."""
@@ -282,6 +292,7 @@ class Animator:
         values = np.stack(rows) if rows else np.zeros((0, self.dims.n_channels), np.float32)
         if rows:
             values = self.post(values, start, self.fps, self.levels.take(len(values)))
+            values = self.style(values, start)
         return Frames(values, fps=self.fps, start=start, latency_ms=self.latency_ms, model=self.name)
 
     def _frame(self, i: int) -> np.ndarray | None:

@@ -196,6 +196,23 @@ def test_mouth_gain_slider_reaches_the_server(page, speech_file, tmp_path):
     page.fill("#opt-mouth_gain", "1")
 
 
+def test_emotion_slider_reaches_the_server(page, speech_file, tmp_path):
+    """The viewer's emotion slider sends a style message; the frames that come back carry it."""
+    from talkmotion.style import EMOTIONS
+
+    short = tmp_path / "short.wav"
+    pcm = load_audio(speech_file)
+    write_wav(short, pcm[int(LEAD_SILENCE_S * SAMPLE_RATE):int((LEAD_SILENCE_S + 1.5) * SAMPLE_RATE)])
+    page.fill("#emotion-surprise", "1")
+    try:
+        play(page, short, 1.5)
+        count = page.evaluate("talkmotionDebug.framesReceived")
+        wide = [page.evaluate(f"talkmotionDebug.frame({i})")[labels.index("eyeWideLeft")] for i in range(count)]
+    finally:
+        page.fill("#emotion-surprise", "0")
+    assert count > 30 and min(wide) >= EMOTIONS["surprise"].pose["eyeWideLeft"] - 1e-3
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _need_tools():
     missing = [tool for tool in ("espeak-ng",) if shutil.which(tool) is None]

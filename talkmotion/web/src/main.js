@@ -36,6 +36,7 @@ let audioCtx = null;
 let playback = null; // {mode: "file"|"mic", start, duration?, source?, stop()}
 const track = new FrameTrack();
 const options = {};
+const emotions = {};   // the emotion sliders: {name: intensity}, sent as a "style" message
 
 // --- scene -------------------------------------------------------------------
 const canvas = $("view");
@@ -140,6 +141,7 @@ async function playFile(file) {
   debug.serverEnded = false;
   debug.samples = [];
   s.start(options);
+  s.setStyle(emotions);
   const step = Math.round(FILE_CHUNK_SECONDS * SAMPLE_RATE);
   for (let i = 0; i < pcm.length; i += step) s.sendPcm(pcm.slice(i, i + step));
   s.end();
@@ -173,6 +175,7 @@ async function startMic() {
   const collector = new AudioWorkletNode(ctx, "pcm-collector");
   track.clear();
   s.start(options);
+  s.setStyle(emotions);
   // The mic clock starts with the first block, not with the context: getUserMedia and
   // the worklet take a while, and frames are timed from the first sample sent.
   const delay = (s.hello.latency_ms / 1000) + MIC_BLOCK_S + MIC_JITTER_S;
@@ -248,6 +251,29 @@ function buildControls(controls) {
   }
 }
 
+function buildEmotionSliders(names) {
+  const box = $("emotions");
+  for (const name of names.filter((n) => n !== "neutral")) {
+    emotions[name] = 0;
+    const label = document.createElement("label");
+    label.className = "control";
+    label.title = "applies at once, ramping in";
+    const text = document.createElement("span");
+    text.textContent = name;
+    const input = document.createElement("input");
+    Object.assign(input, { type: "range", min: 0, max: 1, step: 0.05, value: 0, id: `emotion-${name}` });
+    const out = document.createElement("output");
+    out.textContent = "0";
+    input.addEventListener("input", () => {
+      emotions[name] = Number(input.value);
+      out.textContent = input.value;
+      if (session && session.connected) session.setStyle(emotions);
+    });
+    label.append(text, input, out);
+    box.appendChild(label);
+  }
+}
+
 // --- render loop -------------------------------------------------------------
 function currentIndex() {
   if (!playback) return -1;
@@ -288,6 +314,7 @@ async function main() {
     info = await response.json();
     $("model-info").textContent = `model ${info.model}: ${info.fps} fps, ${info.latency_ms.toFixed(0)} ms latency`;
     buildControls(info.controls);
+    buildEmotionSliders(info.emotions || []);
     curves = new Curves($("curves"), $("legend"), [...info.blendshapes, ...info.head], info.fps);
     $("reference-avatar").onclick = () => useAvatar("/avatar/reference.vrm", "reference avatar");
     $("avatar-file").onchange = (e) => {

@@ -85,6 +85,11 @@ export class Session {
     this.send(JSON.stringify({ type: "options", options }));
   }
 
+  /** Emotions {name: 0..1}: the server ramps to them from its next frame (talkmotion/style.py). */
+  setStyle(emotions) {
+    this.send(JSON.stringify({ type: "style", emotions }));
+  }
+
   end() {
     this.send(JSON.stringify({ type: "end" }));
   }
