@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "animate": ("talkmotion.animate", "animate speech files (or stdin PCM) into frames files"),
     "train": ("talkmotion.train", "train or fine-tune a model from a config file"),
     "eval": ("talkmotion.eval", "score a model or label source against phoneme-timed clips"),
-    "corpus": ("talkmotion.data.synth", "build a phoneme-timed TTS talking corpus (`corpus synth`)"),
+    "corpus": ("talkmotion.data.corpus", "build clip sets: `corpus synth` (TTS) or `corpus align` (speech + text)"),
     "export-onnx": ("talkmotion.onnx_export", "export the streaming model to ONNX"),
     "bench": ("talkmotion.bench", "measure streaming speed, latency and memory"),
     "render": ("talkmotion.preview.render", "render an MP4 preview of frames (or speech) on an avatar, with the audio"),

@@ -7,7 +7,8 @@ Conventions and definitions (the thresholds are fixed here, so reports compare):
 - Frame i covers [i/fps, (i+1)/fps). A phone segment's *core frames* are the
   frames whose centre (i + 0.5)/fps lies inside [start, end); a segment shorter
   than a frame gets the one frame holding its midpoint. Segments past the last
-  frame are ignored.
+  frame are ignored. Phone timings should come from an aligner independent of
+  the voice (data/align.py, `corpus align`), never from the engine that spoke.
 - Lip aperture = max(jawOpen - mouthClose, 0): ARKit's mouthClose is the
   lips-together shape that cancels an open jaw, so a bilabial may have an open
   jaw and still closed lips.
@@ -20,23 +21,26 @@ Conventions and definitions (the thresholds are fixed here, so reports compare):
   With no bilabial or open vowel in the reference, DEFAULT_CLOSURE_THRESHOLD.
   By construction the reference itself closes on at least CLOSED_QUANTILE of
   its bilabials; clean rule labels close on all of them.
-- bilabial_closure: share of p/b/m segments whose minimum aperture over their
-  core frames is at most the threshold.
-- open_closed_auc: ROC AUC separating open-vowel segments (maximum jawOpen
-  over core frames) from bilabial segments (minimum jawOpen over core frames).
-  jawOpen, not aperture: rules and faces let mouthClose spread into a vowel
-  next to a closure, so aperture would punish correct coarticulation.
-  Segment extremes rather than every frame, so coarticulation at segment edges
-  and quiet unstressed vowels (which clean reference labels have too) do not
-  count as errors (on 80 TTS clips the rule labels score 0.9999: one /ah/ of
-  40 ms between /b/ and /m/). open_closed_frame_auc: the same over every core
-  frame, for information (the rule labels score about 0.99 on it).
-- rounding_auc: over pairs (rounded-vowel segment, spread-vowel segment) that
-  the reference orders rounded > spread by mean rounding over core frames, the
-  share the prediction orders the same way (ties count half). Pairs the
-  reference itself reverses are left out: coarticulation rightly rounds the
-  "eh" of "where" more than the weak "uh" of "book", and a model copying that
-  is right. Equal to the ROC AUC when the reference separates the classes.
+
+Frame-level figures (the headline; every source on the same frames):
+- bilabial_closure: share of p/b/m segments whose aperture falls to the
+  threshold or below on at least one of their core frames.
+- frame_open_closed_auc: ROC AUC of aperture on every core frame of open-vowel
+  segments (OPEN_VOWELS: aa ae ah ao aw ay; unstressed AH is the schwa "ax"
+  and not among them) against every core frame of p/b/m segments. Ties count
+  half.
+- frame_rounding_auc: ROC AUC of rounding on every core frame of rounded
+  vowels (ROUNDED_VOWELS) against every core frame of spread vowels
+  (SPREAD_VOWELS).
+- openness_corr: Pearson correlation of aperture with the phone-openness
+  curve, pooled over every valid frame of all clips (pauses and the clips'
+  silent edges included, as in the figures of issue 11). The curve: each
+  phone's OPENNESS (a table from phonetics, not from the viseme rules: 0 for
+  silence and closures, rising with vowel height from close to open vowels),
+  as a step function of time, smoothed by a Gaussian of standard deviation
+  OPENNESS_SMOOTHING_S (lips and jaw cannot jump; about the spread of
+  coarticulation), sampled at frame centres. Exactly: the curve at t is
+  sum over segments of openness * (Phi((end - t)/s) - Phi((start - t)/s)).
 - silence_closure: share of silence frames at least SILENCE_MARGIN_S away from
   any speech phone (the lips may move into and out of speech near the edges)
   whose aperture is at most the threshold.
@@ -45,6 +49,22 @@ Conventions and definitions (the thresholds are fixed here, so reports compare):
   over clips. Positive = the prediction is late. energy_lag_ms: the same
   between predicted jawOpen and the audio loudness curve (positive = the jaw
   moves after the sound). None where no lag correlates positively.
+
+Segment-extreme figures (kept for comparison with earlier reports; lenient,
+because one good frame per segment is enough):
+- open_closed_auc ("seg AUC"): ROC AUC separating open-vowel segments (maximum
+  jawOpen over core frames) from bilabial segments (minimum jawOpen over core
+  frames). jawOpen, not aperture, so mouthClose spreading into a vowel next
+  to a closure is not punished.
+- rounding_auc ("seg round"): over pairs (rounded-vowel segment, spread-vowel
+  segment) that the reference orders rounded > spread by mean rounding over
+  core frames, the share the prediction orders the same way (ties count
+  half). Pairs the reference itself reverses are left out.
+- auc_gap_interval: the 95 % interval of open_closed_auc(a) - open_closed_auc(b)
+  when clips are drawn with replacement (the same draws for both): a paired
+  bootstrap over clips.
+
+Other figures:
 - jerk: mean squared third difference times fps^3 (units/s^3) over a channel
   group, counted where the reference is valid on all four frames involved;
   jerk_ratio = predicted / reference (1 = as smooth as the reference).
@@ -53,13 +73,10 @@ Conventions and definitions (the thresholds are fixed here, so reports compare):
   DIVERSITY_MIN_STD) of predicted std / reference std.
 - l1: mean |pred - ref| per channel over valid (masked) frames; l1_mouth is
   the mean over labels.MOUTH, l1_head_deg over head angles (degrees).
-- auc_gap_interval: the 95 % interval of open_closed_auc(a) - open_closed_auc(b)
-  when clips are drawn with replacement (the same draws for both): a paired
-  bootstrap over clips, so a gap of a few pairs in ten thousand can be told
-  from the luck of which clips were held out.
-- beats(a, b): per lip metric (LIP_METRICS), a strictly better than b, or
-  both at the best possible value (an energy jaw closes in digital silence as
-  well as any model can). Lag is judged by its own target, not here.
+- beats(a, b): per lip metric (LIP_METRICS, the frame-level ones and mouth
+  L1), a strictly better than b, or both at the best possible value (an energy
+  jaw closes in digital silence as well as any model can). Lag is judged by
+  its own target, not here.
 """
 
 from __future__ import annotations
@@ -81,6 +98,20 @@ MAX_LAG_FRAMES = 10            # lag search range, each way
 DIVERSITY_MIN_STD = 1e-3       # channels the reference never moves are left out of ratios
 LOUDNESS_RANGE_DB = 40.0       # loudness curve spans this far below the clip's loud level
 LOUDNESS_PEAK_QUANTILE = 0.95  # the clip's "loud level": robust to a single click
+OPENNESS_SMOOTHING_S = 0.04    # standard deviation of the Gaussian that smooths the openness curve
+
+# How open the mouth is on each phone (0 shut .. 1 wide open), from phonetics rather than
+# from the viseme rules: vowels by height (close 0.3, close-mid 0.5, open-mid 0.7, open 0.9;
+# diphthongs by their start), consonants by how far the jaw may drop for them.
+OPENNESS: dict[str, float] = {
+    **{p: 0.0 for p in SILENCE}, "p": 0.0, "b": 0.0, "m": 0.0,
+    "f": 0.1, "v": 0.1, "w": 0.15, "s": 0.15, "z": 0.15, "th": 0.2, "dh": 0.2, "sh": 0.2, "zh": 0.2,
+    "ch": 0.2, "jh": 0.2, "y": 0.2, "t": 0.25, "d": 0.25, "n": 0.25, "l": 0.3, "r": 0.3,
+    "k": 0.3, "g": 0.3, "ng": 0.3, "hh": 0.4,
+    "iy": 0.3, "uw": 0.3, "ih": 0.4, "uh": 0.4, "ax": 0.4, "er": 0.4,
+    "ey": 0.5, "ow": 0.5, "eh": 0.6, "oy": 0.7, "ao": 0.7, "ah": 0.7,
+    "ae": 0.85, "aa": 0.9, "aw": 0.85, "ay": 0.85,
+}
 
 _JAW = labels.index("jawOpen")
 _CLOSE = labels.index("mouthClose")
@@ -93,8 +124,8 @@ BLENDSHAPE_IDX = np.arange(labels.NUM_CHANNELS)[labels.BLENDSHAPE_SLICE]
 # (+1 higher, -1 lower) and the best possible value. Lag has its own target instead:
 # two sources in sync both score 0 and neither beats the other.
 LIP_METRICS: dict[str, tuple[int, float]] = {
-    "bilabial_closure": (+1, 1.0), "open_closed_auc": (+1, 1.0), "rounding_auc": (+1, 1.0),
-    "silence_closure": (+1, 1.0), "l1_mouth": (-1, 0.0),
+    "bilabial_closure": (+1, 1.0), "frame_open_closed_auc": (+1, 1.0), "frame_rounding_auc": (+1, 1.0),
+    "openness_corr": (+1, 1.0), "silence_closure": (+1, 1.0), "l1_mouth": (-1, 0.0),
 }
 
 
@@ -123,6 +154,36 @@ def loudness(audio: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
     db = frame_levels_db(audio, num_frames, fps)
     loud = np.quantile(db, LOUDNESS_PEAK_QUANTILE)
     return np.clip((db - (loud - LOUDNESS_RANGE_DB)) / LOUDNESS_RANGE_DB, 0.0, 1.0).astype(np.float32)
+
+
+def openness_curve(phonemes, num_frames: int, fps: float) -> np.ndarray:
+    """The smoothed phone-openness curve at frame centres, (T,) (see the module doc)."""
+    from scipy.special import ndtr
+
+    times = (np.arange(num_frames) + 0.5) / fps
+    phonemes = [p for p in phonemes or () if OPENNESS[p.phone] > 0]
+    if not phonemes or num_frames == 0:
+        return np.zeros(num_frames, np.float64)
+    start = np.array([p.start for p in phonemes])
+    end = np.array([p.end for p in phonemes])
+    level = np.array([OPENNESS[p.phone] for p in phonemes])
+    out = np.zeros(num_frames, np.float64)
+    for first in range(0, len(phonemes), 256):          # blocks keep memory bounded on long clips
+        part = slice(first, first + 256)
+        inside = ndtr((end[part, None] - times) / OPENNESS_SMOOTHING_S) - \
+            ndtr((start[part, None] - times) / OPENNESS_SMOOTHING_S)         # (K, T)
+        out += level[part] @ inside
+    return out
+
+
+def pearson(x, y) -> float | None:
+    """Pearson correlation of two (N,) arrays; None if either is constant or empty."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.size < 2:
+        return None
+    x, y = x - x.mean(), y - y.mean()
+    norm = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / norm) if norm > 0 else None
 
 
 # --- phone segments ---------------------------------------------------------------
@@ -308,8 +369,12 @@ class _Totals:
         self.silence_closed = 0
         self.silence_frames = 0
         self.extremes: list[tuple[np.ndarray, np.ndarray]] = []   # per clip, see segment_extremes
-        self.open_frames: list[np.ndarray] = []
-        self.closure_frames: list[np.ndarray] = []
+        self.open_frames: list[np.ndarray] = []       # aperture on open-vowel core frames
+        self.closure_frames: list[np.ndarray] = []    # aperture on p/b/m core frames
+        self.rounded_frames: list[np.ndarray] = []    # rounding on rounded-vowel core frames
+        self.spread_frames: list[np.ndarray] = []     # rounding on spread-vowel core frames
+        self.corr_pred: list[np.ndarray] = []         # aperture on each clip's valid frames
+        self.corr_openness: list[np.ndarray] = []     # the openness curve on the same frames
         self.rounded: list[float] = []
         self.spread: list[float] = []
         self.rounded_ref: list[float] = []
@@ -330,14 +395,17 @@ class _Totals:
         closures, opens = segments_of(ph, BILABIAL, t, fps, valid), segments_of(ph, OPEN_VOWELS, t, fps, valid)
         self.bilabial += [bool(ap[i].min() <= threshold) for i in closures]
         self.extremes.append(_jaw_extremes(jaw, opens, closures))
-        self.closure_frames += [jaw[i] for i in closures]
-        self.open_frames += [jaw[i] for i in opens]
+        self.closure_frames += [ap[i] for i in closures]
+        self.open_frames += [ap[i] for i in opens]
         ref_rnd = rounding(ref)
-        for phones, preds, refs in ((ROUNDED_VOWELS, self.rounded, self.rounded_ref),
-                                    (SPREAD_VOWELS, self.spread, self.spread_ref)):
+        for phones, preds, refs, frames in ((ROUNDED_VOWELS, self.rounded, self.rounded_ref, self.rounded_frames),
+                                            (SPREAD_VOWELS, self.spread, self.spread_ref, self.spread_frames)):
             for i in segments_of(ph, phones, t, fps, valid):
                 preds.append(rnd[i].mean())
                 refs.append(ref_rnd[i].mean())
+                frames.append(rnd[i])
+        self.corr_pred.append(ap[valid])
+        self.corr_openness.append(openness_curve(ph, t, fps)[valid])
         silent = silence_core(ph, t, fps, valid)
         self.silence_frames += int(silent.sum())
         self.silence_closed += int((ap[silent] <= threshold).sum())
@@ -379,13 +447,22 @@ class _Totals:
         jn = np.maximum(self.jerk["n"], 1)
         open_jaw = np.concatenate([np.zeros(0)] + [o for o, _ in self.extremes])
         closure_jaw = np.concatenate([np.zeros(0)] + [c for _, c in self.extremes])
+        def pooled(parts):
+            return np.concatenate([np.zeros(0)] + parts)
+
         out = {
             "bilabial_closure": _share(sum(self.bilabial), len(self.bilabial)),
             "bilabial_segments": len(self.bilabial),
+            "frame_open_closed_auc": roc_auc(pooled(self.open_frames), pooled(self.closure_frames)),
+            "open_frames": int(pooled(self.open_frames).size),
+            "closure_frames": int(pooled(self.closure_frames).size),
+            "frame_rounding_auc": roc_auc(pooled(self.rounded_frames), pooled(self.spread_frames)),
+            "rounded_frames": int(pooled(self.rounded_frames).size),
+            "spread_frames": int(pooled(self.spread_frames).size),
+            "openness_corr": pearson(pooled(self.corr_pred), pooled(self.corr_openness)),
+            "openness_frames": int(pooled(self.corr_pred).size),
             "open_closed_auc": roc_auc(open_jaw, closure_jaw),
             "open_segments": len(open_jaw),
-            "open_closed_frame_auc": roc_auc(np.concatenate([np.zeros(0)] + self.open_frames),
-                                             np.concatenate([np.zeros(0)] + self.closure_frames)),
             "rounding_auc": paired_auc(self.rounded, self.spread, self.rounded_ref, self.spread_ref),
             "rounded_segments": len(self.rounded),
             "spread_segments": len(self.spread),

@@ -66,7 +66,9 @@ def test_the_viseme_rules_score_perfectly_against_their_own_labels():
     report = ev.evaluate(clips)
     assert "rules" not in report["skipped"]
     _assert_perfect(report["sources"]["rules"]["summary"])
-    assert all(report["sources"]["rules"]["targets"].values())
+    # The rules' jaw follows stress and loudness as well as the phone, so they do not reach the
+    # openness-correlation target themselves; every other target they meet.
+    assert all(v for k, v in report["sources"]["rules"]["targets"].items() if k != "openness_corr")
     _assert_energy_worse(report, "rules")
 
 
@@ -126,7 +128,7 @@ def test_eval_command_writes_report_and_figure_for_one_split(dataset, tmp_path, 
     # Not blank: the curves and shading make many distinct colours.
     assert len(np.unique(image.reshape(-1, image.shape[2]), axis=0)) > 20
     printed = capsys.readouterr().out
-    assert "bilabial" in printed and "frames" in printed and "energy" in printed
+    assert "closure" in printed and "seg AUC" in printed and "frames" in printed and "energy" in printed
 
 
 def test_eval_limit_takes_the_first_clips_by_id(dataset, tmp_path):

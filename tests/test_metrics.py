@@ -156,7 +156,7 @@ def test_frame_auc_counts_every_core_frame_where_the_segment_auc_takes_extremes(
     got = metrics.lip_metrics(pred, clip.labels, clip)
     assert got["open_closed_auc"] == 1.0                  # the m still reaches 0
     closure_frames = 3 + 3                                # b 0.4–0.5 and m 0.7–0.8
-    assert got["open_closed_frame_auc"] == pytest.approx(1 - 1 / closure_frames, abs=1e-4)
+    assert got["frame_open_closed_auc"] == pytest.approx(1 - 1 / closure_frames, abs=1e-4)
 
 
 def test_open_silence_lowers_silence_closure():
@@ -227,11 +227,12 @@ def test_a_prediction_of_the_wrong_shape_is_refused_with_the_clip_named():
 
 
 def test_beats_needs_strictly_better_unless_both_are_perfect():
-    a = {"bilabial_closure": 0.9, "open_closed_auc": 0.99, "rounding_auc": 0.8, "silence_closure": 1.0,
-         "l1_mouth": 0.01}
-    b = {"bilabial_closure": 0.5, "open_closed_auc": 0.99, "rounding_auc": 0.5, "silence_closure": 1.0,
-         "l1_mouth": 0.02}
-    assert metrics.beats(a, b) == {"bilabial_closure": True, "open_closed_auc": False, "rounding_auc": True,
+    a = {"bilabial_closure": 0.9, "frame_open_closed_auc": 0.99, "frame_rounding_auc": 0.8,
+         "openness_corr": 0.7, "silence_closure": 1.0, "l1_mouth": 0.01}
+    b = {"bilabial_closure": 0.5, "frame_open_closed_auc": 0.99, "frame_rounding_auc": 0.5,
+         "openness_corr": 0.8, "silence_closure": 1.0, "l1_mouth": 0.02}
+    assert metrics.beats(a, b) == {"bilabial_closure": True, "frame_open_closed_auc": False,
+                                   "frame_rounding_auc": True, "openness_corr": False,
                                    "silence_closure": True, "l1_mouth": True}
 
 

