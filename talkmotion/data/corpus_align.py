@@ -8,7 +8,8 @@ INPUT is one of
     `name.txt` (its transcript, UTF-8), searched recursively; the clip id is
     the relative path without its extension, `/` written as `-`;
   * a TSV file: `audio<TAB>transcript[<TAB>speaker]` per line (`#` starts a
-    comment), audio paths relative to the file;
+    comment), audio paths relative to the file; the clip id is the audio
+    file's name without extension (its relative path when two names clash);
   * a clip set (a folder with manifest*.json, e.g. from `corpus synth`): each
     clip is re-timed from its own audio and text, so a TTS engine's timings
     never grade its own voice. Its metadata (split, voice, label seed and
@@ -157,6 +158,10 @@ def _tsv_jobs(path: Path, speaker: str | None) -> list[AlignJob]:
                               " ".join(cells[1].split()), who))
     if not found:
         raise CorpusAlignError(f"{path}: the list has no entries")
+    names = [clip_id(Path(Path(j.audio).stem)) for j in found]
+    if len(set(names)) == len(names):          # short ids where the file names are unique
+        for job, name in zip(found, names):
+            job.id = name
     return _unique(found, path)
 
 

