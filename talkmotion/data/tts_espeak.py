@@ -70,6 +70,7 @@ HUMAN_VARIANTS = frozenset(
     "Annie antonio aunty belinda benjamin boris caleb david edward grandma grandpa john linda max "
     "michael norbert paul pablo robert steph travis victor".split())
 FIXED_PITCH_VOICES: frozenset = frozenset()   # every espeak-ng voice takes the pitch setting
+CROSS_CHECK = False    # its timings come from its own synthesis, phone by phone
 PAUSE_PREFIX = "_"     # espeak-ng's pause phonemes: _ _: _! _| ...
 
 _lib = None

@@ -34,6 +34,7 @@ REGISTER = "register_cmu_us_{voice}"
 # Flite's English voices (Debian's libflite1). kal, the 8 kHz copy of kal16, is left out.
 ENGLISH_VOICES = ("kal16", "awb", "rms", "slt")
 FIXED_PITCH_VOICES = frozenset({"rms"})
+CROSS_CHECK = False    # its timings come from its own synthesis, phone by phone
 STRESS_FEATURE = b"R:SylStructure.parent.stress"
 
 
