@@ -1,0 +1,133 @@
+"""Our Whisper encoder module: weights read from CTranslate2's file match CTranslate2's own
+output; the transformers path loads the same module; streaming equals offline; bad files."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from talkmotion import whisper
+from talkmotion.assets import WHISPER_TINY_EN
+from talkmotion.audio import load_audio
+from talkmotion.assets import SAMPLE_SPEECH
+
+# CTranslate2 4.8.5's encoder output (float16) for the first 3 s of the sample speech, from
+# transformers' WhisperFeatureExtractor log-mel padded to 30 s: features 0..99 of 1500.
+REFERENCE = "tests/data/whisper_tiny_en_ct2_encoder.npz"
+
+needs_weights = pytest.mark.skipif(not WHISPER_TINY_EN.path.is_file(), reason="set-up installs Whisper tiny.en")
+
+
+def exact_whisper(encoder: whisper.WhisperEncoder, mel: torch.Tensor) -> torch.Tensor:
+    """Whisper's own encoder arithmetic (centred convs, full attention) with our module's weights."""
+    x = F.gelu(F.conv1d(mel.transpose(1, 2), encoder.conv1.weight, encoder.conv1.bias, padding=1))
+    x = F.gelu(F.conv1d(x, encoder.conv2.weight, encoder.conv2.bias, stride=2, padding=1)).transpose(1, 2)
+    x = x + encoder.positions[:x.shape[1]]
+    d = encoder.dims
+    empty = x.new_zeros(1, 2, d.heads, 0, d.width // d.heads)
+    for block in encoder.blocks:
+        x, _ = block(x, empty, x.new_zeros(1, 1, 1, x.shape[1]))
+    return x
+
+
+@needs_weights
+def test_weights_from_ctranslate2_give_ctranslate2s_output():
+    from transformers import WhisperFeatureExtractor
+
+    pcm = load_audio(SAMPLE_SPEECH)[:48000]
+    mel = WhisperFeatureExtractor(feature_size=80)(pcm, sampling_rate=16000, return_tensors="np").input_features
+    encoder = whisper.WhisperEncoder.from_ctranslate2(WHISPER_TINY_EN.path, whisper.WhisperDims(layers=4))
+    final = whisper.read_ctranslate2(WHISPER_TINY_EN.path)
+    with torch.no_grad():
+        out = exact_whisper(encoder, torch.from_numpy(mel).transpose(1, 2))
+        out = F.layer_norm(out, (384,), torch.from_numpy(final["layer_norm/gamma"].astype(np.float32)),
+                           torch.from_numpy(final["layer_norm/beta"].astype(np.float32)))
+    reference = np.load(REFERENCE)["features"].astype(np.float32)
+    assert np.abs(out[0, :100].numpy() - reference).max() < 0.02     # float16 reference, |values| ~ 1
+    assert np.abs(out[0, :100].numpy() - reference).mean() < 1e-3
+
+
+def test_filterbank_is_whispers():
+    from transformers.audio_utils import mel_filter_bank
+
+    theirs = mel_filter_bank(num_frequency_bins=201, num_mel_filters=80, min_frequency=0.0, max_frequency=8000.0,
+                             sampling_rate=16000, norm="slaney", mel_scale="slaney")
+    assert np.abs(whisper.slaney_mel_filters() - theirs.T).max() < 1e-6
+
+
+def test_transformers_checkpoint_loads_into_the_same_module(tmp_path):
+    """The hub-loading path, on a tiny random Whisper saved locally (no network here). It has three
+    blocks: transformers reports the last one after the final layer norm, which we do not use."""
+    from transformers import WhisperConfig, WhisperModel
+
+    torch.manual_seed(0)
+    config = WhisperConfig(d_model=32, encoder_layers=3, encoder_attention_heads=2, decoder_layers=1,
+                           decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=64, num_mel_bins=80,
+                           max_source_positions=1500, vocab_size=100, pad_token_id=0, bos_token_id=1,
+                           eos_token_id=2, decoder_start_token_id=1)
+    model = WhisperModel(config).eval()
+    model.save_pretrained(tmp_path / "tiny-whisper")
+    ours = whisper.WhisperEncoder.from_transformers(str(tmp_path / "tiny-whisper"), whisper.WhisperDims(layers=2))
+    assert (ours.dims.width, ours.dims.heads) == (32, 2)
+    mel = torch.randn(1, 3000, 80)
+    with torch.no_grad():
+        hidden = model.encoder(mel.transpose(1, 2), output_hidden_states=True).hidden_states[2]
+        mine = exact_whisper(ours, mel)
+    assert torch.allclose(hidden, mine, atol=1e-4)
+
+
+def test_streaming_in_any_chunks_equals_offline():
+    torch.manual_seed(1)
+    encoder = whisper.WhisperEncoder(whisper.WhisperDims(width=32, heads=2, layers=2, window=9))
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.normal_(0, 0.2)
+        encoder.positions.normal_(0, 0.5)
+    pcm = (np.random.default_rng(0).standard_normal(16000 * 2) * 0.1).astype(np.float32)
+    stream = whisper.WhisperMel()
+    mel_parts = [stream.push(pcm[a:a + 1234]) for a in range(0, pcm.size, 1234)]
+    mel = np.concatenate(mel_parts)
+    assert np.array_equal(mel, whisper.whisper_log_mel(pcm))
+    mel = torch.from_numpy(mel)[None]
+    with torch.no_grad():
+        whole = encoder.encode(mel)
+        state, parts, start = encoder.initial_state(), [], 0
+        for size in (2, 6, 2, 40, 10, 4, 200):
+            features, state = encoder(mel[:, start:start + size], state)
+            parts.append(features)
+            start += size
+    streamed = torch.cat(parts, dim=1)
+    assert whole.shape[1] == mel.shape[1] // 2 and streamed.shape[1] > 90
+    assert torch.allclose(whole[:, :streamed.shape[1]], streamed, atol=1e-5)
+    # a feature only hears the past window: changing the audio 2 s earlier changes nothing now
+    later = mel.clone()
+    later[:, :4] += 1.0
+    with torch.no_grad():
+        assert torch.allclose(encoder.encode(later)[:, 20:], whole[:, 20:], atol=1e-5)
+        assert not torch.allclose(encoder.encode(later)[:, :2], whole[:, :2])
+
+
+def test_timing_constants_agree_with_the_streaming_arithmetic():
+    # feature j reads mel frames 2j-2 .. 2j+1; frame m covers samples [160m, 160m + 400)
+    j = np.arange(5)
+    last_mel = 2 * j + 1
+    assert np.array_equal(whisper.feature_need(j), last_mel * whisper.MEL_HOP + whisper.N_FFT)
+    assert np.array_equal(whisper.feature_centre(j), (2 * j - 1) * whisper.MEL_HOP + whisper.N_FFT // 2)
+
+
+def test_bad_weight_files_are_one_line_errors(tmp_path):
+    with pytest.raises(whisper.WhisperError, match="cannot read Whisper weights"):
+        whisper.read_ctranslate2(tmp_path / "missing.bin")
+    short = tmp_path / "short.bin"
+    short.write_bytes(b"\x06\x00\x00")
+    with pytest.raises(whisper.WhisperError, match="truncated"):
+        whisper.read_ctranslate2(short)
+    other = tmp_path / "other.bin"
+    other.write_bytes((7).to_bytes(4, "little") + b"\x00" * 16)
+    with pytest.raises(whisper.WhisperError, match="binary version 7"):
+        whisper.read_ctranslate2(other)
+    if WHISPER_TINY_EN.path.is_file():
+        cut = tmp_path / "cut.bin"
+        cut.write_bytes(WHISPER_TINY_EN.path.read_bytes()[:200_000])
+        with pytest.raises(whisper.WhisperError, match="cut.bin: truncated"):
+            whisper.read_ctranslate2(cut)
