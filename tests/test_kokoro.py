@@ -75,3 +75,13 @@ def test_a_missing_or_corrupt_model_names_the_packages(tmp_path, monkeypatch):
     shutil.copy(assets.KOKORO_VOCAB.path, corrupt)
     with pytest.raises(assets.AssetError, match="SHA-256 .* expected"):
         assets.check_asset(assets.KOKORO_MODEL, corrupt)
+
+
+def test_audio_that_does_not_say_the_text_is_refused_not_a_crash():
+    noise = (np.random.default_rng(0).standard_normal(8000) * 0.01).astype(np.float32)
+    speech = tts_kokoro.synthesize("Peter picked a pepper for Mabel.", "kokoro-03")
+    try:
+        reason = tts.check_timings(noise, "Peter picked a pepper for Mabel.", speech.phonemes)
+    except tts.TTSError as err:
+        reason = str(err)
+    assert reason

@@ -187,12 +187,15 @@ def _forced_phones(audio: np.ndarray, text: str) -> list[Phoneme]:
         decoder.set_align_text(" ".join(words))
     except RuntimeError as err:
         raise TTSError(f"cannot cross-check {text[:60]!r}: the aligner does not know every word") from err
-    for phones in (False, True):
-        if phones:
-            decoder.set_alignment()
-        decoder.start_utt()
-        decoder.process_raw(raw, full_utt=True)
-        decoder.end_utt()
+    try:
+        for phones in (False, True):
+            if phones:
+                decoder.set_alignment()
+            decoder.start_utt()
+            decoder.process_raw(raw, full_utt=True)
+            decoder.end_utt()
+    except RuntimeError as err:       # pocketsphinx found no path through the words
+        raise TTSError(f"the aligner could not align {text[:60]!r} ({err})") from err
     alignment = decoder.get_alignment()
     if alignment is None:
         raise TTSError(f"the aligner could not align {text[:60]!r}")
