@@ -117,7 +117,7 @@ def write_outputs(frames: Frames, outputs: list[tuple[str, str]], avatar: str | 
         if path == "-":
             import json
 
-            sys.stdout.write(json.dumps(frames.to_json()) + "\n")
+            sys.stdout.write(json.dumps(frames.to_json("stdout")) + "\n")
             continue
         sink = file_sink(path, fmt, avatar=avatar)
         sink.open(frames.fps, frames.model, frames.latency_ms)

@@ -40,17 +40,16 @@ def frame_levels_db(audio: np.ndarray, count: int, fps: float = FPS, first: int 
     (N,) samples starting at frame `first`'s first sample → (count,) float64.
 
     A frame the audio only partly covers is measured on what is there; one it does
-    not reach at all is silence. A plain loop: streaming measures one or two frames
-    per call, where whole-array numpy set-up would cost more than the arithmetic.
+    not reach at all is silence.
     """
-    origin = frame_to_sample(first, fps)
-    out = np.empty(count)
-    for k in range(count):
-        own = np.asarray(audio[frame_to_sample(first + k, fps) - origin:frame_to_sample(first + k + 1, fps) - origin],
-                         np.float64)
-        power = float(np.dot(own, own)) / own.size if own.size else 0.0
-        out[k] = 10 * math.log10(power + SILENT_POWER)
-    return out
+    bounds = frame_to_sample(np.arange(first, first + count + 1), fps) - frame_to_sample(first, fps)
+    bounds = np.minimum(bounds, len(audio))
+    # One sum of squares per frame; the zero appended keeps every start index in range.
+    squares = np.append(np.square(np.asarray(audio[:bounds[-1]], np.float64)), 0.0)
+    sums = np.add.reduceat(squares, bounds[:-1])
+    lengths = np.diff(bounds)
+    power = np.where(lengths > 0, sums / np.maximum(lengths, 1), 0.0)
+    return 10 * np.log10(power + SILENT_POWER)
 
 
 def num_frames(num_samples: int, fps: float = FPS, sr: int = SAMPLE_RATE) -> int:
@@ -192,7 +191,9 @@ class MelStream:
         self.spec = spec
         self.window = np.hanning(spec.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
         self.bank = mel_filterbank(spec, sr)
-        self.offsets = np.arange(spec.n_fft)
+        # The spectrum's real and imaginary parts sit side by side in memory (re0, im0, re1, ...):
+        # squared and multiplied by the bank with each row twice, they give power @ bank in one product.
+        self.pair_bank = np.repeat(self.bank, 2, axis=0)
         self.reset()
 
     def reset(self) -> None:
@@ -205,13 +206,15 @@ class MelStream:
         n = 0 if self.buffer.size < s.n_fft else (self.buffer.size - s.n_fft) // s.hop + 1
         if n == 0:
             return np.zeros((0, s.n_mels), np.float32)
-        starts = np.arange(0, n * s.hop, s.hop)
-        frames = self.buffer[starts[:, None] + self.offsets] * self.window   # (n, n_fft)
-        spectrum = scipy.fft.rfft(frames, axis=1, workers=1)          # complex64 for float32 input
-        power = spectrum.real ** 2 + spectrum.imag ** 2
-        mel = np.log(np.maximum(power @ self.bank, s.floor))
+        # (n, n_fft) overlapping windows as a strided view of the buffer: no copy, no index array
+        step = self.buffer.itemsize
+        windows = np.ndarray((n, s.n_fft), np.float32, self.buffer, 0, (s.hop * step, step))
+        spectrum = scipy.fft.rfft(windows * self.window, axis=1, workers=1, overwrite_x=True)  # complex64
+        parts = spectrum.view(np.float32)                             # (n, 2 * bins): re, im, re, im...
+        mel = np.square(parts, out=parts) @ self.pair_bank
+        np.log(np.maximum(mel, s.floor, out=mel), out=mel)
         self.buffer = self.buffer[n * s.hop:]
-        return mel.astype(np.float32)
+        return mel
 
 
 def log_mel(pcm: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:

@@ -60,6 +60,13 @@ def write_csv(path: str | Path, header, rows) -> None:
         writer.writerows(rows)
 
 
+def write_chunks(path: str | Path, chunks) -> None:
+    """A file written from an iterable of bytes, chunk by chunk into the temporary file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

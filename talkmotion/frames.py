@@ -21,10 +21,26 @@ from .errors import TalkmotionError
 
 FORMAT = "talkmotion.frames"
 VERSION = 1
+DECIMALS = 5              # weights and degrees in the frames file: 1e-5 is far below what anyone sees
 
 
 class FramesFileError(TalkmotionError, ValueError):
     """A frames file that cannot be read; the message names the file."""
+
+
+class NonFiniteFramesError(TalkmotionError, ValueError):
+    """Frames holding NaN or infinity, refused by every output; the message names the output."""
+
+
+def check_finite(frames: "Frames", where: str) -> None:
+    """Raise NonFiniteFramesError naming `where`, the first bad frame and channel, unless every value is finite."""
+    finite = np.isfinite(frames.values)
+    if finite.all():
+        return
+    row, col = np.argwhere(~finite)[0]
+    raise NonFiniteFramesError(
+        f"{where}: frame {frames.start + int(row)} has {labels.CHANNELS[col]} = {frames.values[row, col]}; "
+        f"non-finite numbers are never written (a post-processing gain far too large, or a diverged model?)")
 
 
 @dataclass
@@ -91,12 +107,18 @@ class Frames:
             "model": self.model, "blendshapes": list(labels.BLENDSHAPES), "head": list(labels.HEAD),
         }
 
-    @staticmethod
-    def row_json(row: np.ndarray) -> list[float]:
-        return [round(float(v), 5) for v in row]
+    def rounded_rows(self) -> list[list[float]]:
+        """The frames as the file holds them: rows of Python floats rounded to DECIMALS places.
 
-    def to_json(self) -> dict:
-        return {**self.header_json(), "frames": [self.row_json(row) for row in self.values]}
+        The same numbers as round(float(v), DECIMALS): v * 10^DECIMALS is exact in
+        float64 for a float32 v, so numpy's rint-and-divide rounds as Python does.
+        """
+        return np.round(self.values.astype(np.float64), DECIMALS).tolist()
+
+    def to_json(self, where: str = "frames") -> dict:
+        """The frames file as a JSON object; NonFiniteFramesError (naming `where`) if a value is not finite."""
+        check_finite(self, where)
+        return {**self.header_json(), "frames": self.rounded_rows()}
 
     @classmethod
     def from_json(cls, obj: dict, source: str = "<frames>") -> "Frames":

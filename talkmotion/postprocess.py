@@ -97,29 +97,36 @@ def shape_gains(values, start, fps, opt: PostOptions, state):
 
 
 def smooth(values, start, fps, opt: PostOptions, state):
-    """Causal one-pole low-pass; state = the last output row."""
+    """Causal one-pole low-pass y[t] = a y[t-1] + (1 - a) x[t] (a filter call, not a frame loop);
+    state = the last output row."""
     if opt.smoothing_ms <= 0 or len(values) == 0:
         return values, state
+    from scipy.signal import lfilter
+
     a = float(np.exp(-1000.0 / (opt.smoothing_ms * fps)))
     last = state if state is not None else values[0]
-    out = np.empty_like(values)
-    for t in range(len(values)):
-        last = a * last + (1 - a) * values[t]
-        out[t] = last
-    return out, last
+    out = lfilter([1 - a], [1, -a], values, axis=0, zi=a * np.asarray(last, np.float64)[None])[0]
+    out = out.astype(np.float32)
+    return out, out[-1]
 
 
 def jaw_gate(values, levels_db, fps, opt: PostOptions, state):
-    """Scale jawOpen by how far each frame's level is below the running peak; state = the peak (dB)."""
+    """Scale jawOpen by how far each frame's level is below the running peak; state = the peak (dB).
+
+    The peak sinks by `sink` dB a frame and jumps up to any louder frame:
+    peak[t] = max(level[t], peak[t-1] - sink). Unrolled, that is a running maximum:
+    peak[t] = max(peak[-1] - sink, max over k <= t of (level[k] + sink k)) - sink t.
+    """
     peak = GATE_FIRST_PEAK_DB if state is None else state
-    if opt.jaw_gate_db <= 0 or levels_db is None:
+    if opt.jaw_gate_db <= 0 or levels_db is None or len(levels_db) == 0:
         return values, peak
     sink = GATE_PEAK_DECAY_DB_S / fps
-    for t, level in enumerate(levels_db):
-        peak = max(float(level), peak - sink)
-        free = (level - (peak - opt.jaw_gate_db)) / max(opt.jaw_gate_width_db, 1e-6)
-        values[t, JAW] *= min(max(free, 0.0), 1.0)
-    return values, peak
+    drop = sink * np.arange(len(levels_db))
+    levels = np.asarray(levels_db, np.float64)
+    peaks = np.maximum(peak - sink, np.maximum.accumulate(levels + drop)) - drop
+    free = (levels - (peaks - opt.jaw_gate_db)) / max(opt.jaw_gate_width_db, 1e-6)
+    values[:, JAW] *= np.clip(free, 0.0, 1.0)
+    return values, float(peaks[-1])
 
 
 def _events(start, count, fps, rng_state, next_frame, gap_s, make):
@@ -162,14 +169,12 @@ def gaze(values, start, fps, opt: PostOptions, state):
     rng_state, next_frame, current = state
     events, rng_state, next_frame = _events(start, len(values), fps, rng_state, next_frame, SACCADE_GAP_S,
                                             lambda rng: rng.uniform(-SACCADE_RANGE, SACCADE_RANGE, 2))
-    target = np.empty((len(values), 2), np.float32)
-    k = 0
-    for t in range(len(values)):
-        while k < len(events) and events[k][0] <= start + t:
-            current = events[k][1]
-            k += 1
-        target[t] = current
-    looks = np.clip(target @ GAZE_WEIGHTS, 0, 1)                        # (T, 8)
+    # Frame t looks where the latest event at or before it says (the previous chunk's, before any).
+    targets = np.array([current] + [e[1] for e in events], np.float32)                      # (1 + E, 2)
+    latest = np.searchsorted([e[0] for e in events], np.arange(start, start + len(values)), side="right")
+    if events:
+        current = events[-1][1]
+    looks = np.clip(targets[latest] @ GAZE_WEIGHTS, 0, 1)               # (T, 8)
     values[:, GAZE_CHANNELS] = np.maximum(values[:, GAZE_CHANNELS], looks)
     return values, (rng_state, next_frame, current)
 

@@ -2,7 +2,9 @@
 
 A sink is opened once, written any number of times as frames are made, then
 closed (success) or aborted (error). File sinks gather frames and write the file
-atomically on close, so a failed run leaves no partial output.
+atomically on close, so a failed run leaves no partial output. Every sink refuses
+frames holding NaN or infinity (`Sink.write` checks them before a sink's own
+`send` sees them), so no output ever carries a number that is not one.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import numpy as np
+
+from .. import labels
 from ..errors import TalkmotionError
-from ..frames import Frames
+from ..frames import Frames, check_finite
 
 # format → (module, class); the format is the file extension unless given.
 FILE_FORMATS: dict[str, tuple[str, str]] = {
@@ -32,13 +37,22 @@ class OutputFormatError(TalkmotionError, ValueError):
 
 
 class Sink:
-    """Base of every output: open → write* → close | abort."""
+    """Base of every output: open → write* → close | abort. Subclasses implement `send`."""
 
     def open(self, fps: float, model: str = "", latency_ms: float = 0.0) -> None:
         self.fps, self.model, self.latency_ms = fps, model, latency_ms
 
     def write(self, frames: Frames) -> None:
+        """Deliver frames; NonFiniteFramesError (naming this output) if any value is NaN or infinite."""
+        check_finite(frames, self.describe())
+        self.send(frames)
+
+    def send(self, frames: Frames) -> None:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """The output in messages: a path, or the kind of sink."""
+        return type(self).__name__
 
     def close(self, duration: float | None = None) -> None:
         pass
@@ -54,15 +68,15 @@ class FileSink(Sink):
         self.path = Path(path)
         self.parts: list[Frames] = []
 
-    def write(self, frames: Frames) -> None:
+    def send(self, frames: Frames) -> None:
         if len(frames):
             self.parts.append(frames)
 
+    def describe(self) -> str:
+        return str(self.path)
+
     def close(self, duration: float | None = None) -> None:
         values = [p.values for p in self.parts]
-        import numpy as np
-        from .. import labels
-
         all_values = np.concatenate(values) if values else np.zeros((0, labels.NUM_CHANNELS), np.float32)
         self.save(Frames(all_values, fps=self.fps, model=self.model, latency_ms=self.latency_ms,
                          duration=duration))

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .. import labels
-from ..files import write_csv
+from ..files import write_chunks
 from ..frames import Frames, FramesFileError
-from . import FileSink
+from . import FileSink, numtext
 from .livelink_udp import head_from_live_link, head_to_live_link
 
 # The app's CSV column order for the shapes (it differs from its UDP order around jaw/mouth left/right).
@@ -52,33 +51,50 @@ BLEND_SHAPE_COUNT = len(CSV_SHAPE_ORDER) + len(HEAD_COLUMNS) + len(EYE_COLUMNS) 
 SECONDS_PER_HOUR, SECONDS_PER_MINUTE = 3600, 60
 
 
-def timecode(frame: int, fps: float) -> str:
-    """Frame index → 'HH:MM:SS:FF.mmm' (FF counts frames within the second at `fps`)."""
-    seconds = frame / fps
-    whole = int(math.floor(seconds + 1e-9))
+VALUE_DECIMALS = 6
+ROWS_PER_BLOCK = 4096          # frames formatted at once; long takes never sit in memory as text
+
+
+def timecodes(frames: np.ndarray, fps: float) -> np.ndarray:
+    """Frame indices (T,) → (T, W) bytes of 'HH:MM:SS:FF.mmm' (FF counts frames within the second at `fps`)."""
+    seconds = np.asarray(frames, np.float64).reshape(-1) / fps
+    whole = np.floor(seconds + 1e-9)
     in_second = (seconds - whole) * fps
-    ff = int(math.floor(in_second + 1e-6))
-    sub = max(0.0, in_second - ff)
-    h, rest = divmod(whole, SECONDS_PER_HOUR)
-    m, s = divmod(rest, SECONDS_PER_MINUTE)
-    return f"{h:02d}:{m:02d}:{s:02d}:{ff:02d}.{int(round(sub * 1000)) % 1000:03d}"
+    ff = np.floor(in_second + 1e-6)
+    millis = np.rint(np.maximum(0.0, in_second - ff) * 1000).astype(np.int64) % 1000
+    hours, rest = np.divmod(whole.astype(np.int64), SECONDS_PER_HOUR)
+    minutes, secs = np.divmod(rest, SECONDS_PER_MINUTE)
+    rows = len(seconds)
+    colon = numtext.literal(":", rows)
+    return np.concatenate([numtext.integers(hours, 2), colon, numtext.integers(minutes, 2), colon,
+                           numtext.integers(secs, 2), colon, numtext.integers(ff.astype(np.int64), 2),
+                           numtext.literal(".", rows), numtext.integers(millis, 3)], axis=1)
 
 
-def livelink_rows(frames: Frames) -> list[list[str]]:
-    blend = np.clip(frames.blendshapes, 0.0, 1.0)
+def timecode(frame: int, fps: float) -> str:
+    """Frame index → 'HH:MM:SS:FF.mmm'."""
+    text = timecodes(np.array([frame]), fps)[0]
+    return text[text != numtext.PAD].tobytes().decode()
+
+
+def livelink_chunks(frames: Frames):
+    """The take file's bytes, a block of rows at a time; every value as f"{v:.6f}" writes it."""
+    yield (",".join(COLUMNS) + "\n").encode()
     shape_cols = labels.indices(CSV_SHAPE_ORDER)
-    head = head_to_live_link(frames.values[:, labels.indices(HEAD_COLUMNS.values())])
-    rows = []
-    for i in range(len(frames)):
-        rows.append([timecode(frames.start + i, frames.fps), str(BLEND_SHAPE_COUNT),
-                     *(f"{v:.6f}" for v in blend[i, shape_cols]), *(f"{v:.6f}" for v in head[i]),
-                     *("0.000000" for _ in EYE_COLUMNS)])
-    return rows
+    head_cols = labels.indices(HEAD_COLUMNS.values())
+    for start in range(0, len(frames), ROWS_PER_BLOCK):
+        block = frames.values[start:start + ROWS_PER_BLOCK]
+        rows = len(block)
+        values = np.concatenate([np.clip(block[:, shape_cols], 0.0, 1.0), head_to_live_link(block[:, head_cols]),
+                                 np.zeros((rows, len(EYE_COLUMNS)), np.float32)], axis=1)
+        yield numtext.join(numtext.fixed(values, VALUE_DECIMALS), values.shape[1], b",", first_columns=[
+            timecodes(frames.start + start + np.arange(rows), frames.fps),
+            numtext.literal(str(BLEND_SHAPE_COUNT), rows)])
 
 
 class LiveLinkCsvSink(FileSink):
     def save(self, frames: Frames) -> None:
-        write_csv(self.path, COLUMNS, livelink_rows(frames))
+        write_chunks(self.path, livelink_chunks(frames))
 
 
 def read_livelink_csv(path: str | Path, fps: float = 30) -> Frames:

@@ -182,7 +182,7 @@ class LiveLinkUdpSink(Sink):
             self.first_frame = time_of_day_frame(fps)
         self.sender = UdpSender(self.host, self.port, "Live Link")
 
-    def write(self, frames: Frames) -> None:
+    def send(self, frames: Frames) -> None:
         if self.sender is None:
             raise SinkError("Live Link: write before open")
         for i, row in enumerate(live_link_values(frames)):

@@ -213,7 +213,7 @@ class VmcSink(Sink):
         super().open(fps, model, latency_ms)
         self.sender = UdpSender(self.host, self.port, "VMC")
 
-    def write(self, frames: Frames) -> None:
+    def send(self, frames: Frames) -> None:
         if self.sender is None:
             raise SinkError("VMC: write before open")
         if not len(frames):

@@ -21,7 +21,7 @@ import logging
 import numpy as np
 
 from .. import labels
-from ..frames import Frames
+from ..frames import Frames, check_finite
 from . import Sink
 from .udp import SinkError, parse_address
 
@@ -42,7 +42,8 @@ def hello_message(fps: float, latency_ms: float, model: str) -> str:
 
 
 def frames_message(frames: Frames, presets: bool = True) -> str:
-    """Frames → one "frames" message; rows rounded to DECIMALS."""
+    """Frames → one "frames" message; rows rounded to DECIMALS. NonFiniteFramesError if a value is not finite."""
+    check_finite(frames, "WebSocket frames message")
     msg = {"type": "frames", "start": int(frames.start),
            "values": np.round(frames.values.astype(np.float64), DECIMALS).tolist()}
     if presets:
@@ -119,7 +120,7 @@ class WebSocketBroadcastSink(Sink):
             return  # the client went away; nothing to tell it
         await ws.close()
 
-    def write(self, frames: Frames) -> None:
+    def send(self, frames: Frames) -> None:
         if not len(frames):
             return
         text = frames_message(frames)
