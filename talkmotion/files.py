@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import glob
 import json
 import os
@@ -52,16 +51,9 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_csv(path: str | Path, header, rows) -> None:
-    """A CSV written row by row into the temporary file: long takes never sit in memory as text."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 def write_chunks(path: str | Path, chunks) -> None:
-    """A file written from an iterable of bytes, chunk by chunk into the temporary file."""
+    """A file written from an iterable of bytes, chunk by chunk into the temporary file:
+    long takes never sit in memory as text."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         for chunk in chunks:
             f.write(chunk)

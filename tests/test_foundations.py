@@ -206,19 +206,19 @@ def test_every_error_class_is_a_talkmotion_error():
     assert [n for n, cls in found.items() if not issubclass(cls, TalkmotionError)] == []
 
 
-def test_streamed_csv_that_fails_midway_leaves_the_old_file(tmp_path):
-    from talkmotion.files import write_csv
+def test_streamed_file_that_fails_midway_leaves_the_old_file(tmp_path):
+    from talkmotion.files import write_chunks
 
     path = tmp_path / "take.csv"
     path.write_text("old\n")
 
-    def rows():
-        yield ["0.0", "1"]
+    def chunks():
+        yield b"time,v\n0.0,1\n"
         raise RuntimeError("the take broke off")
 
     with pytest.raises(RuntimeError, match="broke off"):
-        write_csv(path, ["time", "v"], rows())
+        write_chunks(path, chunks())
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["take.csv"]      # no temporary file left
-    write_csv(path, ["time", "v"], iter([["0.0", "1"], ["0.033", "2"]]))
+    write_chunks(path, iter([b"time,v\n", b"0.0,1\n0.033,2\n"]))
     assert path.read_text() == "time,v\n0.0,1\n0.033,2\n"
