@@ -184,6 +184,17 @@ def test_retiming_keeps_the_clip_and_replaces_only_the_timings(retimed):
             [p.phone for p in old.phonemes if p.phone in BILABIAL]
 
 
+def test_input_split_picks_the_clips_of_one_split_to_retime(retimed):
+    from talkmotion.data.corpus_align import CorpusAlignError, find_jobs
+
+    tts, _ = retimed
+    splits = {k: e["split"] for k, e in read_dataset(tts).items()}
+    for split in set(splits.values()):
+        assert {j.id for j in find_jobs(tts, input_split=split)} == {k for k, v in splits.items() if v == split}
+    with pytest.raises(CorpusAlignError, match="no clips in split 'nowhere'"):
+        find_jobs(tts, input_split="nowhere")
+
+
 def _late(values: np.ndarray, frames: int) -> np.ndarray:
     return np.concatenate([np.repeat(values[:1], frames, 0), values[:-frames]])
 

@@ -34,7 +34,8 @@ What is refused, each as an AlignError subclass with a one-line reason:
 Sanity check (AlignConfig), for a transcript that almost matches and is forced
 through anyway:
   * no speech phone lasts more than max_phone_s (a word stretched over speech
-    the transcript does not have);
+    the transcript does not have), except in hesitation fillers (FILLERS: uh,
+    um, hmm...), which speakers hold for a second and more;
   * no silence holds more than max_loud_silence_s of loud audio
     ("loud" = within loud_db of the clip's speech level, the
     SPEECH_LEVEL_QUANTILE of its 10 ms levels): speech the transcript lacks is
@@ -65,6 +66,7 @@ DITHER_SEED = 1                  # dither keeps digital silence off log(0); seed
 PAD_S = 0.2                      # silence added at both ends: speech that starts or ends abruptly still aligns
 SHORTEST_FRAMES = 3              # its HMMs have three emitting states: no phone is shorter
 SPEECH_LEVEL_QUANTILE = 0.95     # a clip's speech level: robust to a single click
+FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "hm", "hmm", "mm", "mhm"})   # held freely
 MIN_PHONES_FOR_SHARE = 8         # fewer phones than this say nothing about cramming
 MARKUP = re.compile(r"^[<\[{].*[>\]}][.,;:!?]*$")   # transcript annotations such as <unk>, [laughter]
 CMU_PHONES = frozenset(p.upper() for p in PHONES - SILENCE - {"ax"})   # the acoustic model's 39
@@ -269,11 +271,11 @@ class Aligner:
         speech = [p for p in phonemes if p.phone not in SILENCE]
         if not speech:
             raise AlignmentFailed("the alignment has no speech phones")
-        longest = max(speech, key=lambda p: p.end - p.start)
-        if longest.end - longest.start > cfg.max_phone_s:
-            word = next((w.text for w in words if w.start <= longest.start < w.end), "?")
-            raise AlignmentFailed(f"phone {longest.phone!r} of {word!r} lasts {longest.end - longest.start:.2f} s "
-                                  f"(limit {cfg.max_phone_s:g} s): the transcript may not match the audio")
+        for p in speech:
+            word = next((w.text for w in words if w.start <= p.start < w.end), "?")
+            if p.end - p.start > cfg.max_phone_s and word not in FILLERS:
+                raise AlignmentFailed(f"phone {p.phone!r} of {word!r} lasts {p.end - p.start:.2f} s "
+                                      f"(limit {cfg.max_phone_s:g} s): the transcript may not match the audio")
         loud = _loud_frames(audio, cfg.loud_db)
         for p in phonemes:
             if p.phone in SILENCE:

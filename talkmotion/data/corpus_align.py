@@ -75,6 +75,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default=DEFAULT_SPLIT,
                         help=f"split written in each new clip's metadata (default {DEFAULT_SPLIT}; "
                              "re-timed clips keep theirs)")
+    parser.add_argument("--input-split", metavar="SPLIT",
+                        help="re-time only the clips of this split of an input clip set (e.g. test)")
     parser.add_argument("--dict", metavar="FILE", help="extra pronunciations, CMU style: `WORD  HH AH0 L OW1`")
     parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="parallel worker processes (default: CPU count, at most 2)")
@@ -90,7 +92,7 @@ def run(args) -> int:
         from .align import read_pronunciations
 
         read_pronunciations(args.dict)      # a bad file is an error now, not in every worker
-    jobs_ = find_jobs(Path(args.input), args.speaker)
+    jobs_ = find_jobs(Path(args.input), args.speaker, args.input_split)
     root = Path(args.output)
     if root.resolve() == Path(args.input).resolve():
         raise CorpusAlignError(f"-o {root}: write the aligned clips to another folder than the input")
@@ -106,14 +108,17 @@ def run(args) -> int:
 
 # --- finding the pairs -------------------------------------------------------------
 
-def find_jobs(path: Path, speaker: str | None = None) -> list[AlignJob]:
+def find_jobs(path: Path, speaker: str | None = None, input_split: str | None = None) -> list[AlignJob]:
     """The (audio, transcript) pairs of INPUT, sorted by id (see the module doc)."""
+    is_clip_set = path.is_dir() and any(path.glob("manifest*.json"))
+    if input_split is not None and not is_clip_set:
+        raise CorpusAlignError(f"--input-split needs a clip set as INPUT; {path} is not one")
+    if is_clip_set:
+        return _clip_set_jobs(path, input_split)
     if path.is_file():
         return _tsv_jobs(path, speaker)
     if not path.is_dir():
         raise CorpusAlignError(f"{path}: no such folder or TSV file")
-    if any(path.glob("manifest*.json")):
-        return _clip_set_jobs(path)
     found = []
     for audio in sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
         text = audio.with_suffix(".txt")
@@ -165,8 +170,12 @@ def _tsv_jobs(path: Path, speaker: str | None) -> list[AlignJob]:
     return _unique(found, path)
 
 
-def _clip_set_jobs(path: Path) -> list[AlignJob]:
+def _clip_set_jobs(path: Path, split: str | None) -> list[AlignJob]:
     entries = read_dataset(path)
+    if split is not None:
+        entries = {k: e for k, e in entries.items() if e.get("split") == split}
+        if not entries:
+            raise CorpusAlignError(f"{path}: no clips in split {split!r}")
     missing = sorted(k for k, e in entries.items() if not isinstance(e.get("text"), str))
     if missing:
         raise CorpusAlignError(f"{path}: clips without a `text` in their manifest entry cannot be re-timed: "
