@@ -37,11 +37,14 @@ def test_two_clip_kokoro_corpus_with_closures_where_the_aligner_hears_them(tmp_p
 
 
 def test_timings_that_disagree_with_the_aligner_are_refused():
-    speech = tts_kokoro.synthesize("Peter picked a pepper for Mabel.", "kokoro-03")
-    assert tts.check_timings(speech.audio, "Peter picked a pepper for Mabel.", speech.phonemes) is None
+    # A sentence starting with "I" (pocketsphinx's bestpath pass once cut it too short to align)
+    # and a grammar name the CMU dictionary lacks.
+    text = "I think Yusuf picked a pepper for Mabel."
+    speech = tts_kokoro.synthesize(text, "kokoro-03")
+    assert tts.check_timings(speech.audio, text, speech.phonemes) is None
     late = [type(p)(p.phone, p.start + 0.12, p.end + 0.12, p.stress) for p in speech.phonemes]
-    reason = tts.check_timings(speech.audio, "Peter picked a pepper for Mabel.", late)
-    assert reason and "differ" in reason
+    reason = tts.check_timings(speech.audio, text, late)
+    assert reason      # too few phones where the aligner hears them, or their starts differ
 
 
 def test_held_out_voices_are_styles_no_training_voice_has():

@@ -147,6 +147,8 @@ MAX_MEDIAN_OFFSET_S = 0.03       # a clip's phone starts may differ from the ali
 MAX_BILABIAL_OFFSET_S = 0.1      # and no lip closure's start or end by more than this
 MIN_MATCHED_SHARE = 0.7          # share of the clip's phones the aligner must find nearby
 MATCH_REACH_S = 0.15             # how far apart the same phone may start and still be paired
+# Words of the built-in grammar (data/texts.py) that the aligner's CMU dictionary lacks.
+EXTRA_PRONUNCIATIONS = {"yusuf": "Y UW S AH F"}
 
 
 def check_timings(audio: np.ndarray, text: str, phonemes: list[Phoneme]) -> str | None:
@@ -181,8 +183,12 @@ def _forced_phones(audio: np.ndarray, text: str) -> list[Phoneme]:
     from pocketsphinx import Decoder
 
     words = re.sub(r"[^a-z' ]", " ", text.lower()).split()
-    decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+    # bestpath=False: the bestpath search cuts a word like "I" so short that the phone pass fails
+    decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", bestpath=False)
     raw = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    for word, phones in EXTRA_PRONUNCIATIONS.items():
+        if decoder.lookup_word(word) is None:
+            decoder.add_word(word, phones)
     try:
         decoder.set_align_text(" ".join(words))
     except RuntimeError as err:
