@@ -18,6 +18,7 @@ import importlib
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -147,14 +148,19 @@ MAX_MEDIAN_OFFSET_S = 0.03       # a clip's phone starts may differ from the ali
 MAX_BILABIAL_OFFSET_S = 0.1      # and no lip closure's start or end by more than this
 MIN_MATCHED_SHARE = 0.7          # share of the clip's phones the aligner must find nearby
 MATCH_REACH_S = 0.15             # how far apart the same phone may start and still be paired
-# Words of the built-in grammar (data/texts.py) that the aligner's CMU dictionary lacks.
-EXTRA_PRONUNCIATIONS = {"yusuf": "Y UW S AH F"}
+# Pronunciations of the built-in grammar's words (data/texts.py) that the aligner's CMU dictionary lacks.
+GRAMMAR_PRONUNCIATIONS = Path(__file__).with_name("grammar.dict")
 
 
 def check_timings(audio: np.ndarray, text: str, phonemes: list[Phoneme]) -> str | None:
     """Why the clip's timings disagree with pocketsphinx's forced alignment, or None if they agree."""
-    reference = [p for p in _forced_phones(audio, text) if p.phone not in ("sil", "pau")]
-    ours = [p for p in phonemes if p.phone not in ("sil", "pau")]
+    from .align import AlignError
+
+    try:
+        reference = [p for p in _aligner().align(audio, text).phonemes if p.phone not in SILENCE]
+    except AlignError as err:
+        raise TTSError(f"cannot cross-check {text[:60]!r}: {err}") from err
+    ours = [p for p in phonemes if p.phone not in SILENCE]
     pairs = _match(ours, reference)
     if len(pairs) < MIN_MATCHED_SHARE * len(ours):
         return f"the aligner found {len(pairs)} of {len(ours)} phones"
@@ -179,30 +185,14 @@ def _match(ours: list[Phoneme], reference: list[Phoneme]) -> list[tuple[Phoneme,
     return pairs
 
 
-def _forced_phones(audio: np.ndarray, text: str) -> list[Phoneme]:
-    from pocketsphinx import Decoder
+_the_aligner = None
 
-    words = re.sub(r"[^a-z' ]", " ", text.lower()).split()
-    # bestpath=False: the bestpath search cuts a word like "I" so short that the phone pass fails
-    decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", bestpath=False)
-    raw = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    for word, phones in EXTRA_PRONUNCIATIONS.items():
-        if decoder.lookup_word(word) is None:
-            decoder.add_word(word, phones)
-    try:
-        decoder.set_align_text(" ".join(words))
-    except RuntimeError as err:
-        raise TTSError(f"cannot cross-check {text[:60]!r}: the aligner does not know every word") from err
-    try:
-        for phones in (False, True):
-            if phones:
-                decoder.set_alignment()
-            decoder.start_utt()
-            decoder.process_raw(raw, full_utt=True)
-            decoder.end_utt()
-    except RuntimeError as err:       # pocketsphinx found no path through the words
-        raise TTSError(f"the aligner could not align {text[:60]!r} ({err})") from err
-    alignment = decoder.get_alignment()
-    if alignment is None:
-        raise TTSError(f"the aligner could not align {text[:60]!r}")
-    return [Phoneme(p.name.lower(), p.start / 100, (p.start + p.duration) / 100) for w in alignment for p in w]
+
+def _aligner():
+    """One forced aligner per process (loading its model takes seconds)."""
+    global _the_aligner
+    if _the_aligner is None:
+        from .align import Aligner
+
+        _the_aligner = Aligner(pronunciations=GRAMMAR_PRONUNCIATIONS)
+    return _the_aligner

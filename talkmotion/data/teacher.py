@@ -1,0 +1,85 @@
+"""Teacher tracks: what Whisper's encoder front hears in every training clip, for distillation.
+
+A small causal encoder trained from scratch on a few hours of TTS learns those voices
+rather than speech. Whisper's early layers, trained on real speech, describe what is said
+whoever says it. Distillation asks the small encoder to predict them too (`loss.distill_weight`
+in training), so it learns that description from all the audio it trains on, and learns it
+in spite of every augmentation: the teacher hears the clean clip, the student the pitched,
+filtered, noisy, reverberant one.
+
+A clip's teacher track is the Whisper encoder's features over the clean clip (streamed as
+`talkmotion.whisper` streams them: causal over `window` features, 50 per second), as
+float16, cached beside the dataset in `teacher/<name>/<clip id>.npy` (written atomically;
+a rerun computes only what is missing). `track_at` reads it at any sample times, as the
+phone track is read (`phonemes.track_at`), so crops and speed changes line up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..files import atomic_path
+from .clips import Clip
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    layers: int = 2               # Whisper tiny.en blocks the teacher runs (its layer 2 hears lips best)
+    window: int = 64              # features each feature attends to (1.28 s), as in streaming
+
+    @property
+    def name(self) -> str:
+        return f"whisper-tiny.en-L{self.layers}-w{self.window}"
+
+
+_encoders: dict = {}
+
+
+def _encoder(cfg: TeacherConfig):
+    if cfg not in _encoders:
+        from ..assets import WHISPER_TINY_EN, check_asset
+        from ..whisper import WhisperDims, WhisperEncoder
+
+        _encoders[cfg] = WhisperEncoder.from_ctranslate2(check_asset(WHISPER_TINY_EN),
+                                                         WhisperDims(layers=cfg.layers, window=cfg.window))
+    return _encoders[cfg]
+
+
+def compute_track(audio: np.ndarray, cfg: TeacherConfig) -> np.ndarray:
+    """Teacher features of 16 kHz audio, (J, width) float16, feature j centred at `whisper.feature_centre(j)`."""
+    import torch
+
+    from ..whisper import whisper_log_mel
+
+    mel = torch.from_numpy(whisper_log_mel(audio))[None]
+    with torch.inference_mode():
+        return _encoder(cfg).encode(mel)[0].numpy().astype(np.float16)
+
+
+def track_path(root: str | Path, clip_id: str, cfg: TeacherConfig) -> Path:
+    return Path(root) / "teacher" / cfg.name / f"{clip_id}.npy"
+
+
+def load_track(root: str | Path, clip: Clip, cfg: TeacherConfig) -> np.ndarray:
+    """The clip's cached teacher track (memory-mapped), computing and caching it first if missing."""
+    path = track_path(root, clip.id, cfg)
+    if not path.exists():
+        track = compute_track(clip.audio, cfg)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, track, allow_pickle=False)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def track_at(track: np.ndarray, sample_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher features nearest to the given sample positions, (K, width) float32, and (K,) bool:
+    which positions fall inside the track (outside: zeros, not to be learned)."""
+    from ..whisper import FEATURE_CENTRE_BASE, FEATURE_HOP
+
+    idx = np.rint((np.asarray(sample_times, np.float64) - FEATURE_CENTRE_BASE) / FEATURE_HOP).astype(np.int64)
+    inside = (idx >= 0) & (idx < track.shape[0])
+    out = np.zeros((idx.size, track.shape[1]), np.float32)
+    out[inside] = track[idx[inside]]
+    return out, inside
