@@ -6,6 +6,9 @@ state carries everything between chunks, so any chunking gives the same frames.
 
 Procedural blinks and gaze saccades fill in what an audio model cannot know;
 they are on by default only where the model does not predict those channels.
+Procedural head motion (head_motion.py: phrase poses, beat nods, a sway, all
+driven by the voice's level) is added to the model's head, which predicts only
+the part of head motion the audio decides.
 
 The jaw gate is the one effect that hears the audio: it takes each frame's
 level (dBFS) and closes the jaw on frames far below the voice's recent peak
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import labels
+from . import head_motion, labels
 from .errors import TalkmotionError
 
 BLINK_CLOSE_S = 0.06      # lids closing
@@ -48,7 +51,9 @@ class PostOptions:
     jaw_gate_width_db: float = 15.0  # ...and fully free this many dB above that
     blinks: str = "auto"           # procedural blinks: "auto" (if the model lacks them), "on", "off"
     gaze: str = "auto"             # procedural gaze saccades: "auto", "on", "off"
-    seed: int = 0                  # procedural blinks/gaze are reproducible for a seed
+    head_motion: float = 1.0       # procedural head motion (phrase poses, beat nods, a sway, driven by
+                                   # the voice's level; head_motion.py) × this, added to the model's; 0 = off
+    seed: int = 0                  # procedural blinks/gaze/head motion are reproducible for a seed
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -196,6 +201,7 @@ class PostProcessor:
     def reset(self):
         seeds = np.random.SeedSequence(self.options.seed).spawn(2)
         first = lambda s: np.random.default_rng(s)  # noqa: E731
+        self.head = head_motion.initial_state(self.options.seed)
         self.state = {
             shape_gains: None, smooth: None, jaw_gate: None,
             blinks: (first(seeds[0]).bit_generator.state, None, []),
@@ -203,11 +209,13 @@ class PostProcessor:
         }
 
     def __call__(self, values: np.ndarray, start: int, fps: float, levels_db: np.ndarray | None = None) -> np.ndarray:
-        """(T, C) frames start..start+T-1 → post-processed copy; `levels_db` (T,) feeds the jaw gate."""
+        """(T, C) frames start..start+T-1 → post-processed copy; `levels_db` (T,) feeds the jaw gate
+        and the head motion."""
         if len(values) == 0:
             return values
         values = np.array(values, np.float32, copy=True)
         values, self.state[jaw_gate] = jaw_gate(values, levels_db, fps, self.options, self.state[jaw_gate])
+        values, self.head = head_motion.head_motion(values, start, fps, levels_db, self.options.head_motion, self.head)
         for effect in self.effects:
             values, self.state[effect] = effect(values, start, fps, self.options, self.state[effect])
         return values

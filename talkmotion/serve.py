@@ -65,6 +65,7 @@ DEFAULT_FORMAT = "f32le"     # what a browser's Float32Array gives without conve
 # 0 … max(1, 2 × its default).
 SLIDER_RANGES: dict[str, tuple[float, float, float]] = {   # (min, max, step)
     "mouth_gain": (0.0, 2.0, 0.05), "brow_gain": (0.0, 2.0, 0.05), "head_scale": (0.0, 2.0, 0.05),
+    "head_motion": (0.0, 2.0, 0.05),
     "eye_contact": (0.0, 1.0, 0.05), "squint_limit": (0.0, 1.0, 0.05), "blink_symmetry": (0.0, 1.0, 0.05),
     "smoothing_ms": (0.0, 200.0, 5.0), "seed": (0, 100, 1),
     "jaw_gate_db": (0.0, 60.0, 1.0), "jaw_gate_width_db": (1.0, 40.0, 1.0),

@@ -10,7 +10,7 @@ from talkmotion.model import ModelDims, shift_previous
 from talkmotion.postprocess import PostOptions
 from talkmotion.stream import Animator
 
-RAW = PostOptions(blinks="off", gaze="off")
+RAW = PostOptions(blinks="off", gaze="off", head_motion=0.0)
 
 
 def noise(seconds, seed=0):
