@@ -57,7 +57,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE, frame_levels_db
 from ..errors import TalkmotionError
 from .clips import Phoneme
-from .phonemes import PHONES, SILENCE, VOWELS
+from .phonemes import PHONES, SILENCE
 
 ALIGNER_NAME = "pocketsphinx"
 FRAME_RATE = 100                 # pocketsphinx frames per second (10 ms shift)
@@ -167,23 +167,20 @@ class Aligner:
             from pocketsphinx import Decoder
         except ImportError as err:
             raise AlignError(f"the aligner needs the pocketsphinx package (pip install pocketsphinx): {err}") from err
+        from importlib.metadata import version
+
         self.config = config
+        self.name = f"{ALIGNER_NAME} {version('pocketsphinx')} en-us"   # recorded in each clip's metadata
         self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", bestpath=False, dither=True, seed=DITHER_SEED,
                                beam=config.beam,
                                pbeam=config.beam, wbeam=config.beam * WORD_BEAM_RATIO)
         self.stressed = _stress_dictionary()
-        self.user = read_pronunciations(pronunciations) if pronunciations else {}
-        for word, entries in self.user.items():
+        user = read_pronunciations(pronunciations) if pronunciations else {}
+        for word, entries in user.items():
             for k, phones in enumerate(entries):
                 name = word if k == 0 else f"{word}({k + 1})"
                 self.decoder.add_word(name, " ".join(_plain(phones)), update=True)
             self.stressed[word] = entries + self.stressed.get(word, [])
-
-    @property
-    def name(self) -> str:
-        from importlib.metadata import version
-
-        return f"{ALIGNER_NAME} {version('pocketsphinx')} en-us"
 
     def unknown_words(self, words: list[str]) -> list[str]:
         """The words (each once, in order) that have no pronunciation."""

@@ -199,12 +199,12 @@ def make_clip(job: AlignJob, aligner, root: Path, source: str, split: str) -> di
     from .align import AlignError
     from .visemes import draw_style, make_labels, style_dict
 
-    audio, meta = _audio_and_meta(job, source, split)
+    audio, meta, style = _audio_and_meta(job, source, split)
     try:
         result = aligner.align(audio, job.text)
     except AlignError as err:
         return {"skipped": str(err), **_job_fields(job)}
-    style = meta.pop("style_object", None) or draw_style(np.random.default_rng([meta["seed"], 1]))
+    style = style or draw_style(np.random.default_rng([meta["seed"], 1]))
     labels, mask = make_labels(result.phonemes, audio, seed=meta["seed"], style=style)
     meta.update({"style": style_dict(style), "rules": "talkmotion.data.visemes", "aligner": aligner.name,
                  "words": [[w.text, round(w.start, 3), round(w.end, 3)] for w in result.words]})
@@ -213,8 +213,9 @@ def make_clip(job: AlignJob, aligner, root: Path, source: str, split: str) -> di
     return clip_entry(clip, root)
 
 
-def _audio_and_meta(job: AlignJob, source: str, split: str) -> tuple[np.ndarray, dict]:
-    """The clip's audio and the metadata it starts from (a re-timed clip keeps its own)."""
+def _audio_and_meta(job: AlignJob, source: str, split: str):
+    """The clip's audio (N,), the metadata it starts from and its rules' Style, None for a new one
+    (a re-timed clip keeps its own metadata and style)."""
     from .visemes import Style
 
     if job.retime:
@@ -223,19 +224,19 @@ def _audio_and_meta(job: AlignJob, source: str, split: str) -> tuple[np.ndarray,
         old = load_clip(job.audio)
         meta = {**old.meta, "timings": "aligner", "retimed_from": str(job.audio)}
         meta.setdefault("seed", _seed(job.id))
-        saved = old.meta.get("style")
-        if isinstance(saved, dict):
+        style = None
+        if isinstance(old.meta.get("style"), dict):
             try:
-                meta["style_object"] = Style(**saved)
+                style = Style(**old.meta["style"])
             except TypeError:
                 pass          # a style from another rules version: a fresh one is drawn from the seed
-        return old.audio, meta
+        return old.audio, meta, style
     from ..audio import load_audio
 
     speaker = job.speaker or "unknown"
     meta = {"source": source, "speaker": speaker, "voice": speaker, "text": job.text, "split": split,
             "audio_file": job.audio, "timings": "aligner", "seed": _seed(job.id)}
-    return load_audio(job.audio), meta
+    return load_audio(job.audio), meta, None
 
 
 def _seed(clip_id: str) -> int:
