@@ -52,8 +52,9 @@ def start_server(model: str | None, max_sessions: int, backend: str = "torch") -
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # every client here comes from 127.0.0.1, so the per-address share is the whole server
     cmd = [sys.executable, "-m", "talkmotion.cli", "serve", "--port", str(port), "--max-sessions", str(max_sessions),
-           "--backend", backend]
+           "--max-sessions-per-client", str(max_sessions), "--backend", backend]
     if model:
         cmd += ["--model", model]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

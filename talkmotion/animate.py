@@ -44,11 +44,13 @@ def animate_pcm(model, pcm: np.ndarray, options: PostOptions | None = None, runt
 
 
 def animate_file(model, path, options: PostOptions | None = None, runtime=None, progress: bool = False,
-                 style=None) -> Frames:
-    """Audio or video file → Frames, decoded and animated in a stream (constant memory)."""
+                 style=None, allow_truncated: bool = False) -> Frames:
+    """Audio or video file → Frames, decoded and animated in a stream (constant memory).
+    A truncated file is an AudioError unless `allow_truncated` (then a warning)."""
     bar = _progress_bar(path) if progress else None
     try:
-        frames = animate_chunks(model, iter_audio(path, chunk_seconds=1.0), options, runtime, bar, style)
+        chunks = iter_audio(path, chunk_seconds=1.0, allow_truncated=allow_truncated)
+        frames = animate_chunks(model, chunks, options, runtime, bar, style)
     finally:
         if bar is not None:
             bar.close()
@@ -146,6 +148,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="stdin PCM sample rate")
     parser.add_argument("--channels", type=int, default=1, help="stdin PCM channels")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--allow-truncated", action="store_true",
+                        help="animate what a truncated file holds, with a warning, instead of refusing it")
     add_post_arguments(parser)
     add_style_arguments(parser)
 
@@ -173,7 +177,8 @@ def run(args) -> int:
             if frames.seconds == 0:
                 raise AudioError("stdin: no audio samples received")
         else:
-            frames = animate_file(model, source, options, runtime, progress=not args.quiet, style=style)
+            frames = animate_file(model, source, options, runtime, progress=not args.quiet, style=style,
+                                  allow_truncated=args.allow_truncated)
         frames = frames.resample(args.fps)
         write_outputs(frames, outputs, args.avatar)
         if not args.quiet:

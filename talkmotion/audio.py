@@ -7,6 +7,7 @@ integer samples-per-frame, so audio and labels cannot drift apart.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +71,87 @@ def check_pcm(pcm: np.ndarray, source: str) -> np.ndarray:
 
 # --- decoding ---------------------------------------------------------------
 
-def iter_audio(path: str | Path, chunk_seconds: float = 1.0, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+# A header's sample rate outside this range is damage or an attack, never a recording: decoding
+# 8 Hz "audio" resampled to 16 kHz turns 200 KB into hours of samples.
+MIN_SAMPLE_RATE = 4_000      # below telephone band (8 kHz) with room for old voice codecs
+MAX_SAMPLE_RATE = 384_000    # the highest rate studio converters use
+# A file decodes this much shorter than its header declares (seconds, plus 1 %) before it
+# counts as truncated: codec priming and padding stay well under it.
+TRUNCATION_TOLERANCE_S = 0.1
+# Writers that do not know the length (pipes, live capture) put 0 or a size near 2 or 4 GiB in the
+# header (espeak-ng --stdout: 0x7FFFF000); such sizes say nothing about truncation.
+_RIFF_PLACEHOLDER_SIZE = 0x7FFF0000
+_WAV_HEADER_SCAN_BYTES = 1 << 16   # look for the data chunk this far into a WAV file
+_ID3_HEADER_BYTES = 10
+_MP3_INFO_SCAN_BYTES = 64          # a Xing/Info/VBRI tag sits within the first frame's first 40 bytes
+# Formats whose header states the track's exact length; a shorter decode is truncation.
+EXACT_LENGTH_FORMATS = ("flac", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
+# ffmpeg cuts a WAV's stated length to what the file holds: exact for what is there, silent
+# about what is missing (the RIFF header is read for that).
+LENGTH_CLAMPED_FORMATS = ("wav",)
+
+log = logging.getLogger(__name__)
+
+
+class AudioTooLong(AudioError):
+    """Audio longer than the caller's limit, known from the header or found while decoding."""
+
+
+def iter_audio(path: str | Path, chunk_seconds: float = 1.0, sr: int = SAMPLE_RATE,
+               max_seconds: float | None = None, allow_truncated: bool = False) -> Iterator[np.ndarray]:
     """Decode an audio or video file's first audio track as 16 kHz mono float32 chunks.
 
-    Streams: memory stays constant however long the file is.
+    Streams: memory stays constant however long the file is. `max_seconds` bounds the
+    audio: a header that declares more is refused before decoding, and decoding stops
+    with AudioTooLong as soon as it passes the limit, whatever the header said. A file
+    that decodes shorter than its header declares is truncated: AudioError, or with
+    `allow_truncated` a warning and the samples that are there.
     """
     import av  # PyAV: ffmpeg's decoders for wav, flac, ogg, mp3, m4a and video containers
 
     path = Path(path)
+    container = _open_audio(path)
+    with container:
+        stream = container.streams.audio[0]
+        _check_rate(stream.sample_rate, path)
+        declared = _declared_seconds(container, stream, path)
+        if max_seconds is not None and declared is not None and declared > max_seconds:
+            raise AudioTooLong(f"{path}: its header declares {declared:.0f} s of audio, over the limit of "
+                               f"{max_seconds:g} s")
+        if container.format.name == "wav":
+            _check_riff_length(path, allow_truncated)
+        limit = None if max_seconds is None else int(math.ceil(max_seconds * sr))
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        target = max(1, int(chunk_seconds * sr))
+        pending: list[np.ndarray] = []
+        pending_len = yielded = source_samples = 0
+        try:
+            for frame in container.decode(stream):
+                _check_rate(frame.sample_rate, path)
+                source_samples += frame.samples
+                for out in resampler.resample(_mixable(frame)):
+                    pending.append(out.to_ndarray().reshape(-1))
+                    pending_len += pending[-1].size
+                if limit is not None and yielded + pending_len > limit:
+                    raise AudioTooLong(f"{path}: more than {max_seconds:g} s of audio, over the limit")
+                if pending_len >= target:
+                    yield check_pcm(np.concatenate(pending), str(path))
+                    yielded += pending_len
+                    pending, pending_len = [], 0
+            for out in resampler.resample(None):
+                pending.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as err:
+            raise AudioError(f"{path}: decoding failed, the file may be truncated or damaged ({err})") from err
+        if declared is not None and container.format.name not in LENGTH_CLAMPED_FORMATS:
+            _check_decoded_length(path, declared, source_samples / stream.sample_rate, allow_truncated)
+        if pending:
+            yield check_pcm(np.concatenate(pending), str(path))
+
+
+def _open_audio(path: Path):
+    """The file opened by ffmpeg, with at least one audio track; AudioError naming it otherwise."""
+    import av
+
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
@@ -86,35 +160,123 @@ def iter_audio(path: str | Path, chunk_seconds: float = 1.0, sr: int = SAMPLE_RA
         raise AudioError(f"{path}: file is empty")
     try:
         container = av.open(str(path))
-    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError) as err:
         raise AudioError(f"{path}: not a readable audio or video file ({err})") from err
-    with container:
-        if not container.streams.audio:
-            raise AudioError(f"{path}: has no audio track")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
-        target = max(1, int(chunk_seconds * sr))
-        pending: list[np.ndarray] = []
-        pending_len = 0
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    pending.append(out.to_ndarray().reshape(-1))
-                    pending_len += pending[-1].size
-                if pending_len >= target:
-                    yield check_pcm(np.concatenate(pending), str(path))
-                    pending, pending_len = [], 0
-            for out in resampler.resample(None):
-                pending.append(out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as err:
-            raise AudioError(f"{path}: decoding failed, the file may be truncated ({err})") from err
-        if pending:
-            yield check_pcm(np.concatenate(pending), str(path))
+    if not container.streams.audio:
+        container.close()
+        raise AudioError(f"{path}: has no audio track")
+    return container
 
 
-def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Whole file as 16 kHz mono float32. Raises AudioError if it holds no samples."""
-    chunks = list(iter_audio(path, chunk_seconds=30.0, sr=sr))
+def _check_rate(rate, path: Path) -> None:
+    if not rate or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz; "
+                         "the header is damaged or not a recording's")
+
+
+def _declared_seconds(container, stream, path: Path) -> float | None:
+    """The audio track's length as its header states it, or None where ffmpeg only estimates
+    it from the bitrate (MP3 without a Xing/Info/VBRI header, ADTS AAC) or nothing says."""
+    fmt = container.format.name
+    stated = fmt in EXACT_LENGTH_FORMATS or fmt in LENGTH_CLAMPED_FORMATS or \
+        (fmt == "mp3" and _mp3_length_header(path))
+    if not stated or stream.duration is None or stream.time_base is None or stream.duration <= 0:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
+def _mp3_length_header(path: Path) -> bool:
+    """Whether an MP3's first frame is a Xing/Info/VBRI header, which states the frame count."""
+    with open(path, "rb") as f:
+        head = f.read(_ID3_HEADER_BYTES)
+        start = 0
+        if head[:3] == b"ID3" and len(head) == _ID3_HEADER_BYTES:
+            size = 0
+            for byte in head[6:10]:   # a "syncsafe" integer: 7 bits per byte
+                size = (size << 7) | (byte & 0x7F)
+            start = _ID3_HEADER_BYTES + size + (_ID3_HEADER_BYTES if head[5] & 0x10 else 0)  # footer flag
+        f.seek(start)
+        frame = f.read(_MP3_INFO_SCAN_BYTES)
+    return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _mixable(frame):
+    """`frame` as ffmpeg's resampler can take it: frames of more than two channels are averaged
+    to mono here, because ffmpeg cannot build a mix for layouts without a channel order
+    (a 32-channel WAV) and PyAV crashes trying."""
+    import av
+
+    channels = len(frame.layout.channels)
+    if channels <= 2:
+        return frame
+    samples = frame.to_ndarray()
+    fmt = frame.format
+    samples = samples.reshape(channels, -1) if fmt.is_planar else samples.reshape(-1, channels).T
+    mono = _as_float(samples).mean(axis=0, dtype=np.float64).astype(np.float32)
+    out = av.AudioFrame.from_ndarray(mono[None], format="flt", layout="mono")
+    out.sample_rate = frame.sample_rate
+    return out
+
+
+def _as_float(samples: np.ndarray) -> np.ndarray:
+    """Decoded samples in ffmpeg's sample formats (u8, s16, s32, s64, flt, dbl) → floats in [-1, 1]."""
+    if samples.dtype == np.uint8:
+        return (samples.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(samples.dtype, np.integer):
+        return samples.astype(np.float64) / float(-np.iinfo(samples.dtype).min)
+    return samples
+
+
+def _check_riff_length(path: Path, allow_truncated: bool) -> None:
+    """A WAV whose data chunk declares more bytes than the file holds is truncated.
+
+    ffmpeg quietly shortens such a file's duration to what is there, so the header is read here.
+    """
+    with open(path, "rb") as f:
+        head = f.read(_WAV_HEADER_SCAN_BYTES)
+    found = _riff_data_chunk(head)
+    if found is None:
+        return
+    offset, size, byte_rate = found
+    if size == 0 or size >= _RIFF_PLACEHOLDER_SIZE or not byte_rate:
+        return
+    missing = offset + size - path.stat().st_size
+    if missing > 0:
+        _report_truncation(path, size / byte_rate, (size - missing) / byte_rate, allow_truncated)
+
+
+def _riff_data_chunk(head: bytes) -> tuple[int, int, int] | None:
+    """(offset of the data, its declared size, bytes per second) from a RIFF/WAVE header, or None."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(head):
+        chunk, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"fmt " and pos + 16 <= len(head):
+            byte_rate = int.from_bytes(head[pos + 16:pos + 20], "little")
+        if chunk == b"data":
+            return pos + 8, size, byte_rate
+        pos += 8 + size + (size & 1)   # chunks are padded to an even length
+    return None
+
+
+def _check_decoded_length(path: Path, declared: float, decoded: float, allow_truncated: bool) -> None:
+    if declared - decoded > TRUNCATION_TOLERANCE_S + 0.01 * declared:
+        _report_truncation(path, declared, decoded, allow_truncated)
+
+
+def _report_truncation(path: Path, declared: float, present: float, allow_truncated: bool) -> None:
+    what = f"{path}: truncated: its header declares {declared:.2f} s of audio, the file holds {present:.2f} s"
+    if not allow_truncated:
+        raise AudioError(f"{what} (animate --allow-truncated uses what is there)")
+    log.warning("%s; animating what is there", what)
+
+
+def load_audio(path: str | Path, sr: int = SAMPLE_RATE, max_seconds: float | None = None,
+               allow_truncated: bool = False) -> np.ndarray:
+    """Whole file as 16 kHz mono float32 (iter_audio's limits). Raises AudioError if it holds no samples."""
+    chunks = list(iter_audio(path, chunk_seconds=30.0, sr=sr, max_seconds=max_seconds,
+                             allow_truncated=allow_truncated))
     if not chunks or sum(c.size for c in chunks) == 0:
         raise AudioError(f"{path}: contains no audio samples")
     return np.concatenate(chunks)

@@ -57,10 +57,47 @@ class PostOptions:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                flag = "--" + f.name.replace("_", "-")
-                raise PostOptionsError(f"post-processing option {flag} must be a finite number, got {value}")
+            value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
+            if f.name in OPTION_CHOICES:
+                if value not in OPTION_CHOICES[f.name]:
+                    raise PostOptionsError(f"post-processing option {flag} must be one of "
+                                           f"{', '.join(OPTION_CHOICES[f.name])}, not {value!r}")
+                continue
+            lo, hi = OPTION_RANGES[f.name]
+            wanted = (int, float) if isinstance(f.default, float) else (int,)
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                kind = "number" if isinstance(f.default, float) else "whole number"
+                raise PostOptionsError(f"post-processing option {flag} must be a {kind}, not {value!r}")
+            if not (_finite(value) and lo <= value <= hi):
+                raise PostOptionsError(f"post-processing option {flag} must be a finite number within "
+                                       f"{_number(lo)}..{_number(hi)}, got {_number(value)}")
+
+
+def _number(value: int | float) -> str:
+    text = str(value) if isinstance(value, int) else f"{value:g}"
+    return text if len(text) <= 24 else text[:24] + "…"
+
+
+def _finite(value: int | float) -> bool:
+    return isinstance(value, int) or math.isfinite(value)   # ints of any size are finite
+
+
+# Accepted range of each numeric option. Beyond these an option does nothing more that is
+# visible (weights are clipped to 0..1), or it overflows: --mouth-gain 1e308 made NaN frames.
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "mouth_gain": (0.0, 10.0),          # 10× already opens any moving mouth fully
+    "brow_gain": (0.0, 10.0),
+    "head_scale": (0.0, 10.0),          # negative would mirror the head's motion
+    "head_motion": (0.0, 10.0),         # × the procedural head motion; 10× already swings the head wildly
+    "eye_contact": (0.0, 1.0),          # fractions
+    "squint_limit": (0.0, 1.0),
+    "blink_symmetry": (0.0, 1.0),
+    "smoothing_ms": (0.0, 2000.0),      # 2 s of lag is already no lip sync
+    "jaw_gate_db": (0.0, 120.0),        # 0 = off; 120 dB spans 16-bit audio's whole range and more
+    "jaw_gate_width_db": (0.1, 120.0),  # a zero width would divide by zero
+    "seed": (0, 2**32 - 1),             # what the blink/gaze generators take
+}
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {"blinks": ("auto", "on", "off"), "gaze": ("auto", "on", "off")}
 
 
 class PostOptionsError(TalkmotionError, ValueError):
@@ -238,5 +275,10 @@ def add_arguments(parser) -> None:
     group = parser.add_argument_group("post-processing")
     for f in dataclasses.fields(PostOptions):
         flag = "--" + f.name.replace("_", "-")
-        group.add_argument(flag, dest=f.name, type=type(f.default), default=None,
-                           help=f"default {f.default}")
+        if f.name in OPTION_CHOICES:
+            group.add_argument(flag, dest=f.name, choices=OPTION_CHOICES[f.name], default=None,
+                               help=f"default {f.default}")
+        else:
+            lo, hi = OPTION_RANGES[f.name]
+            group.add_argument(flag, dest=f.name, type=type(f.default), default=None,
+                               help=f"{_number(lo)}..{_number(hi)}, default {f.default}")

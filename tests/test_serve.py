@@ -16,7 +16,6 @@ import aiohttp
 import numpy as np
 import pytest
 import soundfile as sf
-from aiohttp import web
 
 from talkmotion import labels
 from talkmotion.audio import SAMPLE_RATE, num_frames
@@ -37,11 +36,8 @@ class RunningServer:
         started = threading.Event()
 
         async def start():
-            self.runner = web.AppRunner(server.app())
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = self.runner.addresses[0][1]
+            self.runner, self.listener = await server.listen("127.0.0.1", 0)
+            self.port = self.listener.sockets[0].getsockname()[1]
 
         def serve():
             asyncio.set_event_loop(self.loop)
@@ -56,7 +52,11 @@ class RunningServer:
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
 
     def close(self):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        async def stop():
+            self.listener.close()
+            await self.runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 

@@ -213,6 +213,40 @@ def test_emotion_slider_reaches_the_server(page, speech_file, tmp_path):
     assert count > 30 and min(wide) >= EMOTIONS["surprise"].pose["eyeWideLeft"] - 1e-3
 
 
+def test_switching_files_mid_play_shows_only_the_new_file(page, server, speech_file, tmp_path):
+    """Choosing another file while one plays: the server drops the old stream (cancel), and the
+    face follows the new file from its first frame, with none of the old file's frames."""
+    from talkmotion.animate import animate_file
+    from talkmotion.checkpoint import load_model
+
+    pcm = load_audio(speech_file)
+    long_file, short_file = tmp_path / "long.wav", tmp_path / "short.wav"
+    write_wav(long_file, np.tile(pcm, 6))                 # ~30 s: far more than plays before the switch
+    short = pcm[int(LEAD_SILENCE_S * SAMPLE_RATE) - 4000:int((LEAD_SILENCE_S + 2.5) * SAMPLE_RATE)]
+    write_wav(short_file, short)
+    played = page.evaluate("talkmotionDebug.played")
+    page.set_input_files("#audio-file", str(long_file))
+    page.wait_for_function("talkmotionDebug.mode === 'file' && talkmotionDebug.audioTime > 2", timeout=60_000)
+    page.set_input_files("#audio-file", str(short_file))
+    page.wait_for_function(f"talkmotionDebug.played > {played} || talkmotionDebug.error", timeout=60_000)
+    assert page.evaluate("talkmotionDebug.error") is None
+
+    fps = server[1]["fps"]
+    expected = animate_file(load_model(), short_file).values      # what the server computes for it
+    assert page.evaluate("talkmotionDebug.framesReceived") == len(expected)
+    got = np.array(page.evaluate(f"Array.from({{length: {len(expected)}}}, (_, i) => talkmotionDebug.frame(i))"))
+    # The browser decodes and resamples the file itself (Web Audio), so its samples differ
+    # slightly from ours: the jaw must follow the new file's, not match it to the bit.
+    jaw = labels.index("jawOpen")
+    assert np.corrcoef(got[:, jaw], expected[:, jaw])[0, 1] > 0.95
+    assert np.abs(got[:, jaw] - expected[:, jaw]).mean() < 0.03
+    samples = [s for s in page.evaluate("talkmotionDebug.samples") if s[0] >= 0]
+    assert len(samples) >= 10
+    on_time = sum(shown in (int(t * fps), int(t * fps) - 1) for t, _, shown in samples)
+    assert on_time >= 0.8 * len(samples), "the face must follow the new file's clock, not stay frozen"
+    assert page.errors == []
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _need_tools():
     missing = [tool for tool in ("espeak-ng",) if shutil.which(tool) is None]

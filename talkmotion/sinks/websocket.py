@@ -6,6 +6,8 @@ Server → client messages (one JSON object per text message):
   {"type": "frames", "start": i, "values": [[52 weights, pitch, yaw, roll], ...],
    "presets": [[preset weights], ...]}          frame start+k is at time (start+k)/fps
   {"type": "end", "frames": n, "duration": s}   the stream is over
+  {"type": "cancelled"}                         the client's cancel took effect: nothing after this
+                                                belongs to the cancelled utterance
   {"type": "error", "message": "..."}           a refusal, in words
 Names are sent once in `hello`; rows follow labels.CHANNELS. `presets` (labels.
 VRM_PRESETS order) lets a viewer drive avatars without perfect sync without
@@ -55,6 +57,10 @@ def frames_message(frames: Frames, presets: bool = True) -> str:
 
 def end_message(frames: int, duration: float) -> str:
     return json.dumps({"type": "end", "frames": int(frames), "duration": round(float(duration), 6)})
+
+
+def cancelled_message() -> str:
+    return json.dumps({"type": "cancelled"})
 
 
 def error_message(text: str) -> str:

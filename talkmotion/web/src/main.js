@@ -14,6 +14,7 @@ import { FrameTrack, Session } from "./session.js";
 
 const SAMPLE_RATE = 16000;
 const FILE_CHUNK_SECONDS = 1.0; // upload chunk: few messages, each far under the size limit
+const FILE_AHEAD_SECONDS = 10;  // audio sent ahead of the frames received: a cancel never waits behind more
 const MIC_BLOCK_S = 0.1;        // the worklet's block (pcm-worklet.js): frames wait for a whole block
 const MIC_JITTER_S = 0.08;      // extra delay that absorbs network and scheduling jitter
 const DEBUG_SAMPLES = 2000;     // (audio time, mouth) samples kept for tests
@@ -34,6 +35,8 @@ let curves = null;
 let session = null;
 let audioCtx = null;
 let playback = null; // {mode: "file"|"mic", start, duration?, source?, stop()}
+let upload = null;   // the file being streamed: {session, pcm, sent}
+let fileTurn = 0;    // the latest file chosen; an older one still decoding gives way to it
 const track = new FrameTrack();
 const options = {};
 const emotions = {};   // the emotion sliders: {name: intensity}, sent as a "style" message
@@ -97,6 +100,7 @@ async function ensureSession() {
     onFrames: (msg) => {
       track.put(msg);
       debug.framesReceived = track.count;
+      feedUpload();
     },
     onEnd: () => {
       debug.serverEnded = true;
@@ -125,34 +129,37 @@ async function to16k(buffer) {
 
 async function playFile(file) {
   stop();
+  const turn = ++fileTurn;
   const ctx = await ensureAudio();
   status(`decoding ${file.name}…`);
   let buffer;
   try {
     buffer = await ctx.decodeAudioData(await file.arrayBuffer());
   } catch (err) {
-    status(`${file.name}: not audio this browser can decode (${err.message})`, true);
+    if (turn === fileTurn) status(`${file.name}: not audio this browser can decode (${err.message})`, true);
     return;
   }
   const pcm = await to16k(buffer);
   const s = await ensureSession();
+  if (turn !== fileTurn) return; // another file was chosen meanwhile
+  stop();
   track.clear();
   debug.ended = false;
   debug.serverEnded = false;
   debug.samples = [];
   s.start(options);
   s.setStyle(emotions);
-  const step = Math.round(FILE_CHUNK_SECONDS * SAMPLE_RATE);
-  for (let i = 0; i < pcm.length; i += step) s.sendPcm(pcm.slice(i, i + step));
-  s.end();
+  upload = { session: s, pcm, sent: 0 };
+  feedUpload();
   const source = ctx.createBufferSource();
   source.buffer = buffer;
   source.connect(ctx.destination);
   const start = ctx.currentTime + 0.05;
   source.start(start);
-  playback = { mode: "file", start, duration: buffer.duration, stop: () => source.stop() };
+  const mine = { mode: "file", start, duration: buffer.duration, stop: () => source.stop() };
+  playback = mine;
   source.onended = () => {
-    if (playback && playback.mode === "file") finish();
+    if (playback === mine) finish(); // a stopped file's late "ended" must not end the next one
   };
   debug.mode = "file";
   status(`playing ${file.name}`);
@@ -198,6 +205,22 @@ async function startMic() {
   status("listening…");
 }
 
+/** Send the file's audio while it is less than FILE_AHEAD_SECONDS ahead of the frames back. */
+function feedUpload() {
+  if (!upload) return;
+  const { session: s, pcm } = upload;
+  const step = Math.round(FILE_CHUNK_SECONDS * SAMPLE_RATE);
+  const ahead = () => upload.sent / SAMPLE_RATE - track.count / info.fps;
+  while (upload.sent < pcm.length && ahead() < FILE_AHEAD_SECONDS) {
+    s.sendPcm(pcm.slice(upload.sent, upload.sent + step));
+    upload.sent += step;
+  }
+  if (upload.sent >= pcm.length) {
+    s.end();
+    upload = null;
+  }
+}
+
 function finish() {
   playback = null;
   debug.mode = "idle";
@@ -208,6 +231,9 @@ function finish() {
 }
 
 function stop() {
+  // A file still streaming, or frames still coming for it, belong to nothing now.
+  if (playback && playback.mode === "file" && session) session.cancel();
+  upload = null;
   if (playback) {
     const p = playback;
     playback = null;

@@ -37,6 +37,7 @@ export class Session {
     this.onError = onError;
     this.ws = null;
     this.hello = null;
+    this.cancelsPending = 0; // cancels the server has not answered yet: drop frames until it has
   }
 
   /** Connect; resolves with the server's hello (fps, latency, names). */
@@ -51,9 +52,12 @@ export class Session {
           greeted = true;
           this.hello = msg;
           resolve(msg);
-        } else if (msg.type === "frames") this.onFrames(msg);
-        else if (msg.type === "end") this.onEnd(msg);
-        else if (msg.type === "error") {
+        } else if (msg.type === "cancelled") this.cancelsPending = Math.max(0, this.cancelsPending - 1);
+        else if (msg.type === "frames") {
+          if (this.cancelsPending === 0) this.onFrames(msg);
+        } else if (msg.type === "end") {
+          if (this.cancelsPending === 0) this.onEnd(msg);
+        } else if (msg.type === "error") {
           this.onError(msg.message);
           if (!greeted) reject(new Error(msg.message));
         }
@@ -62,8 +66,10 @@ export class Session {
         if (!greeted) reject(new Error(`cannot connect to ${this.url}`));
       };
       ws.onclose = (event) => {
-        if (greeted && event.code !== 1000 && event.code !== 1005) this.onError(`connection closed: ${event.reason || event.code}`);
+        // 1001: the server closed an idle session; the next play opens another.
+        if (greeted && ![1000, 1001, 1005].includes(event.code)) this.onError(`connection closed: ${event.reason || event.code}`);
         this.ws = null;
+        this.cancelsPending = 0;
       };
       this.ws = ws;
     });
@@ -92,6 +98,14 @@ export class Session {
 
   end() {
     this.send(JSON.stringify({ type: "end" }));
+  }
+
+  /** Drop the utterance in progress: the server discards its queued audio, and frames
+   * still on their way are ignored until the server confirms with "cancelled". */
+  cancel() {
+    if (!this.connected) return;
+    this.cancelsPending += 1;
+    this.send(JSON.stringify({ type: "cancel" }));
   }
 
   send(data) {
