@@ -4,7 +4,8 @@
 
 Times each stage alone, the way `animate` drives it (1 s chunks of audio, about 30
 frames per post-processing call) and the way a live stream does (20 ms pushes, a
-frame or two per call), on one thread, best of --repeat. The audio is the bundled
+frame or two per call), on one thread, best of --repeat, in CPU time (the process's
+own seconds: on a shared machine other jobs' load adds wall time, not this). The audio is the bundled
 speech sample repeated to --seconds; the frames are a smooth random walk over every
 channel (what a writer sees from the model), so no model runs here: the model's
 own cost is `talkmotion bench`'s.
@@ -51,12 +52,12 @@ def random_frames(count: int, seed: int = 0) -> np.ndarray:
 
 
 def best(repeat: int, work) -> float:
-    """Fastest of `repeat` runs of work(), seconds."""
+    """Fastest of `repeat` runs of work(), CPU seconds."""
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         work()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
@@ -98,7 +99,7 @@ def main() -> int:
     levels_db = frame_levels_db(pcm, count, FPS, 0)
     frames = Frames(values, fps=FPS, model="bench", duration=args.seconds)
     every = {"blinks": "on", "gaze": "on", "smoothing_ms": 60.0}
-    print(f"bench_frame_work: {args.seconds:g} s input, {count} frames at {FPS} fps, one thread, "
+    print(f"bench_frame_work: {args.seconds:g} s input, {count} frames at {FPS} fps, one thread, CPU time, "
           f"best of {args.repeat}; CPU: {os.cpu_count()} cores")
     rows = [
         ("mel, 1 s pushes (animate)", lambda: mel(pcm, OFFLINE_CHUNK_S)),

@@ -34,6 +34,7 @@ def frame_to_sample(i: int | np.ndarray, fps: float = FPS, sr: int = SAMPLE_RATE
 
 
 SILENT_POWER = 1e-10   # keeps the dB of digital silence finite (-100 dBFS)
+FEW_FRAMES = 4         # frame levels asked for this few at a time are measured in a plain loop
 
 
 def frame_levels_db(audio: np.ndarray, count: int, fps: float = FPS, first: int = 0) -> np.ndarray:
@@ -41,8 +42,12 @@ def frame_levels_db(audio: np.ndarray, count: int, fps: float = FPS, first: int 
     (N,) samples starting at frame `first`'s first sample → (count,) float64.
 
     A frame the audio only partly covers is measured on what is there; one it does
-    not reach at all is silence.
+    not reach at all is silence. A live stream asks for a frame or two at a time:
+    a plain loop, as numpy's set-up would cost more than the arithmetic; longer
+    runs of frames are measured all at once.
     """
+    if count <= FEW_FRAMES:
+        return _frame_levels_loop(audio, count, fps, first)
     bounds = frame_to_sample(np.arange(first, first + count + 1), fps) - frame_to_sample(first, fps)
     bounds = np.minimum(bounds, len(audio))
     # One sum of squares per frame; the zero appended keeps every start index in range.
@@ -51,6 +56,17 @@ def frame_levels_db(audio: np.ndarray, count: int, fps: float = FPS, first: int 
     lengths = np.diff(bounds)
     power = np.where(lengths > 0, sums / np.maximum(lengths, 1), 0.0)
     return 10 * np.log10(power + SILENT_POWER)
+
+
+def _frame_levels_loop(audio: np.ndarray, count: int, fps: float, first: int) -> np.ndarray:
+    origin = frame_to_sample(first, fps)
+    out = np.empty(count)
+    for k in range(count):
+        own = np.asarray(audio[frame_to_sample(first + k, fps) - origin:frame_to_sample(first + k + 1, fps) - origin],
+                         np.float64)
+        power = float(np.dot(own, own)) / own.size if own.size else 0.0
+        out[k] = 10 * math.log10(power + SILENT_POWER)
+    return out
 
 
 def num_frames(num_samples: int, fps: float = FPS, sr: int = SAMPLE_RATE) -> int:

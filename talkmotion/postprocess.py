@@ -36,6 +36,9 @@ SACCADE_GAP_S = (0.6, 2.5)
 SACCADE_RANGE = 0.25      # largest procedural eyeLook* weight
 GATE_PEAK_DECAY_DB_S = 1.0   # the running peak level sinks this fast, so the gate follows a quieter voice
 GATE_FIRST_PEAK_DB = -30.0   # the peak level assumed before the voice is heard (dBFS)
+# A live stream post-processes a frame or two per call: loops over so few frames cost less than
+# numpy's set-up, so the recurrences below run as loops up to this many frames, as whole arrays beyond.
+FEW_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -139,17 +142,22 @@ def shape_gains(values, start, fps, opt: PostOptions, state):
 
 
 def smooth(values, start, fps, opt: PostOptions, state):
-    """Causal one-pole low-pass y[t] = a y[t-1] + (1 - a) x[t] (a filter call, not a frame loop);
-    state = the last output row."""
+    """Causal one-pole low-pass y[t] = a y[t-1] + (1 - a) x[t]; state = the last output row."""
     if opt.smoothing_ms <= 0 or len(values) == 0:
         return values, state
-    from scipy.signal import lfilter
-
     a = float(np.exp(-1000.0 / (opt.smoothing_ms * fps)))
     last = state if state is not None else values[0]
-    out = lfilter([1 - a], [1, -a], values, axis=0, zi=a * np.asarray(last, np.float64)[None])[0]
-    out = out.astype(np.float32)
-    return out, out[-1]
+    if len(values) > FEW_FRAMES:
+        from scipy.signal import lfilter
+
+        out = lfilter([1 - a], [1, -a], values, axis=0, zi=a * np.asarray(last, np.float64)[None])[0]
+        out = out.astype(np.float32)
+        return out, out[-1]
+    out = np.empty_like(values)
+    for t in range(len(values)):
+        last = a * last + (1 - a) * values[t]
+        out[t] = last
+    return out, last
 
 
 def jaw_gate(values, levels_db, fps, opt: PostOptions, state):
@@ -163,10 +171,16 @@ def jaw_gate(values, levels_db, fps, opt: PostOptions, state):
     if opt.jaw_gate_db <= 0 or levels_db is None or len(levels_db) == 0:
         return values, peak
     sink = GATE_PEAK_DECAY_DB_S / fps
+    width = max(opt.jaw_gate_width_db, 1e-6)
+    if len(levels_db) <= FEW_FRAMES:
+        for t, level in enumerate(levels_db):
+            peak = max(float(level), peak - sink)
+            values[t, JAW] *= min(max((level - (peak - opt.jaw_gate_db)) / width, 0.0), 1.0)
+        return values, peak
     drop = sink * np.arange(len(levels_db))
     levels = np.asarray(levels_db, np.float64)
     peaks = np.maximum(peak - sink, np.maximum.accumulate(levels + drop)) - drop
-    free = (levels - (peaks - opt.jaw_gate_db)) / max(opt.jaw_gate_width_db, 1e-6)
+    free = (levels - (peaks - opt.jaw_gate_db)) / width
     values[:, JAW] *= np.clip(free, 0.0, 1.0)
     return values, float(peaks[-1])
 
@@ -211,12 +225,14 @@ def gaze(values, start, fps, opt: PostOptions, state):
     rng_state, next_frame, current = state
     events, rng_state, next_frame = _events(start, len(values), fps, rng_state, next_frame, SACCADE_GAP_S,
                                             lambda rng: rng.uniform(-SACCADE_RANGE, SACCADE_RANGE, 2))
-    # Frame t looks where the latest event at or before it says (the previous chunk's, before any).
-    targets = np.array([current] + [e[1] for e in events], np.float32)                      # (1 + E, 2)
-    latest = np.searchsorted([e[0] for e in events], np.arange(start, start + len(values)), side="right")
     if events:
+        # Frame t looks where the latest event at or before it says (the previous chunk's, before any).
+        targets = np.array([current] + [e[1] for e in events], np.float32)                  # (1 + E, 2)
+        latest = np.searchsorted([e[0] for e in events], np.arange(start, start + len(values)), side="right")
         current = events[-1][1]
-    looks = np.clip(targets[latest] @ GAZE_WEIGHTS, 0, 1)               # (T, 8)
+        looks = np.clip(targets[latest] @ GAZE_WEIGHTS, 0, 1)           # (T, 8)
+    else:                                                               # most chunks: the gaze holds
+        looks = np.clip(np.asarray(current, np.float32) @ GAZE_WEIGHTS, 0, 1)
     values[:, GAZE_CHANNELS] = np.maximum(values[:, GAZE_CHANNELS], looks)
     return values, (rng_state, next_frame, current)
 
