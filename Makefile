@@ -21,6 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
+# The edit-test loop: every test not marked slow (CI and `make test` run them all).
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
 bench: $(STAMP)
 	$(VENV)/bin/talkmotion bench
 

@@ -369,9 +369,6 @@ class MelStream:
         self.spec = spec
         self.window = np.hanning(spec.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
         self.bank = mel_filterbank(spec, sr)
-        # The spectrum's real and imaginary parts sit side by side in memory (re0, im0, re1, ...):
-        # squared and multiplied by the bank with each row twice, they give power @ bank in one product.
-        self.pair_bank = np.repeat(self.bank, 2, axis=0)
         self.reset()
 
     def reset(self) -> None:
@@ -388,8 +385,8 @@ class MelStream:
         step = self.buffer.itemsize
         windows = np.ndarray((n, s.n_fft), np.float32, self.buffer, 0, (s.hop * step, step))
         spectrum = scipy.fft.rfft(windows * self.window, axis=1, workers=1, overwrite_x=True)  # complex64
-        parts = spectrum.view(np.float32)                             # (n, 2 * bins): re, im, re, im...
-        mel = np.square(parts, out=parts) @ self.pair_bank
+        power = spectrum.real ** 2 + spectrum.imag ** 2
+        mel = power @ self.bank
         np.log(np.maximum(mel, s.floor, out=mel), out=mel)
         self.buffer = self.buffer[n * s.hop:]
         return mel

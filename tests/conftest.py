@@ -15,6 +15,18 @@ from talkmotion.audio import SAMPLE_RATE, frame_to_sample, num_frames
 from talkmotion.data.clips import Clip, Manifest, Phoneme, clip_path, save_clip
 from talkmotion.model import ModelDims, TalkModel
 
+# A test module whose every test is slow says so with this line; `make test-fast` (-m "not slow")
+# then does not even import it (its imports, such as a browser driver or MediaPipe, take seconds).
+SLOW_MODULE_LINE = "pytestmark = pytest.mark.slow"
+
+
+def pytest_ignore_collect(collection_path, config):
+    if config.getoption("markexpr") == "not slow" and collection_path.suffix == ".py" \
+            and collection_path.name.startswith("test_"):
+        return SLOW_MODULE_LINE in collection_path.read_text(encoding="utf-8").splitlines() or None
+    return None
+
+
 TINY = dict(d_audio=32, encoder_layers=2, d_model=32, n_layers=2, n_heads=2, d_ff=64, self_window=8,
             audio_window=12, dropout=0.0)
 

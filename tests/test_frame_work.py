@@ -127,7 +127,7 @@ def test_mel_is_the_same_for_any_push_size():
 
 
 def test_mel_matches_a_direct_power_spectrum():
-    # The fast path folds |X|^2 into one product with the filter bank; this is the plain definition.
+    # The windows are a strided view of the buffer; this is the plain definition, frame by frame.
     pcm = load_audio(SAMPLE)[16000:17000]
     stream = MelStream()
     spec = stream.spec
