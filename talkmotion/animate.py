@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE, SUPPORTED_FPS, AudioError, iter_audio, pcm16_to_float, resample
+from .errors import TalkmotionError, UsageError
 from .frames import Frames
 from .postprocess import PostOptions
 from .stream import Animator, add_backend_argument, make_runtime
 
 PROGRESS_MIN_SECONDS = 30.0   # show a progress bar for inputs longer than this
 STDIN_BLOCK = 32_000          # bytes read from stdin at a time (1 s of 16 kHz 16-bit mono)
+MAX_STDIN_CHANNELS = 64       # ffmpeg's own ceiling on channels in one stream
 
 
 def animate_chunks(model, chunks, options: PostOptions | None = None, runtime=None, progress=None,
@@ -92,19 +94,42 @@ def _progress_bar(path):
 
 def plan_outputs(inputs: list[str], outs: list[str], formats: list[str]) -> list[list[tuple[str, str]]]:
     """For each input, the (path, format) pairs to write. Raises OutputFormatError on a bad plan."""
-    from .sinks import OutputFormatError, extension, file_format
+    from .files import check_output
+    from .sinks import FILE_FORMATS, OutputFormatError, extension, file_format
 
+    unknown = [f for f in formats if f not in FILE_FORMATS]
+    if unknown or not formats:
+        problem = f"unknown format {', '.join(unknown)}" if unknown else "names no format"
+        raise OutputFormatError(f"--format {','.join(formats)!r}: {problem}"
+                                f"; known formats: {', '.join(FILE_FORMATS)}")
     if len(inputs) == 1 and outs and not _is_dir(outs[0]):
-        return [[(o, "json" if o == "-" else file_format(o)) for o in outs]]
+        return [[(o, "json" if o == "-" else file_format(check_output(o))) for o in outs]]
     if len(outs) > 1:
         raise OutputFormatError("with several inputs give one output folder: -o DIR/")
+    if outs and (outs[0] == "-" or _names_a_file(outs[0])):
+        what = "stdout takes one input's frames" if outs[0] == "-" else "names a file"
+        raise OutputFormatError(f"-o {outs[0]}: {what}; with {len(inputs)} inputs give an output folder: -o DIR/")
     folder = Path(outs[0]) if outs else Path(".")
     stems = [("stdin" if i == "-" else Path(i).stem) for i in inputs]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise OutputFormatError(f"several inputs share the name {', '.join(dupes)}; animate them separately")
-    return [[(str(folder / f"{stem}.{extension(fmt)}"), file_format("x", fmt)) for fmt in formats]
-            for stem in stems]
+    return [[(str(check_output(folder / f"{stem}.{extension(fmt)}")), fmt) for fmt in formats] for stem in stems]
+
+
+def _names_a_file(out: str) -> bool:
+    """An existing file, or a path whose extension is an output format (out.json): not a folder."""
+    from .sinks import OutputFormatError, file_format
+
+    if _is_dir(out):
+        return False
+    if Path(out).is_file():
+        return True
+    try:
+        file_format(out)
+    except OutputFormatError:
+        return False
+    return True
 
 
 def _is_dir(out: str) -> bool:
@@ -148,6 +173,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="stdin PCM sample rate")
     parser.add_argument("--channels", type=int, default=1, help="stdin PCM channels")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="with several inputs, report a bad one and go on; exit status 2 at the end")
     parser.add_argument("--allow-truncated", action="store_true",
                         help="animate what a truncated file holds, with a warning, instead of refusing it")
     add_post_arguments(parser)
@@ -161,30 +188,63 @@ def run(args) -> int:
     from .postprocess import options_from_args
     from .style import layer_from_args
 
-    torch.set_num_threads(args.threads)
+    check_flags(args)
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     plan = plan_outputs(args.inputs, args.out, formats)
     layer_from_args(args, SUPPORTED_FPS[0])  # bad emotion flags or timeline: refused before any work
-    model = load_model(args.model)
     options = options_from_args(args)
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
     runtime = make_runtime(model, args.backend, args.threads)
+    failed = []
     for source, outputs in zip(args.inputs, plan):
-        start = time.perf_counter()
-        style = layer_from_args(args, model.dims.fps)
-        if source == "-":
-            frames = animate_chunks(model, stdin_chunks(args.sample_rate, args.channels), options, runtime,
-                                    style=style)
-            if frames.seconds == 0:
-                raise AudioError("stdin: no audio samples received")
-        else:
-            frames = animate_file(model, source, options, runtime, progress=not args.quiet, style=style,
-                                  allow_truncated=args.allow_truncated)
-        frames = frames.resample(args.fps)
-        write_outputs(frames, outputs, args.avatar)
-        if not args.quiet:
-            took = time.perf_counter() - start
-            print(f"{source}: {frames.seconds:.2f} s of audio → {len(frames)} frames at "
-                  f"{args.fps} fps, latency {frames.latency_ms:.0f} ms, {took:.2f} s "
-                  f"({frames.seconds / max(took, 1e-9):.0f}× real time) → {', '.join(p for p, _ in outputs)}",
-                  file=sys.stderr)
+        try:
+            animate_one(args, model, runtime, options, source, outputs)
+        except TalkmotionError as err:
+            if not args.keep_going:
+                raise
+            print(f"talkmotion animate: error: {err}", file=sys.stderr)
+            failed.append(source)
+    if failed:
+        print(f"talkmotion animate: {len(failed)} of {len(args.inputs)} inputs failed: {', '.join(failed)}",
+              file=sys.stderr)
+        return 2
     return 0
+
+
+def check_flags(args) -> None:
+    """Flags a run cannot use, refused before the model loads."""
+    from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
+    if args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be at least 1")
+    if "-" in args.inputs:
+        if not MIN_SAMPLE_RATE <= args.sample_rate <= MAX_SAMPLE_RATE:
+            raise UsageError(f"--sample-rate {args.sample_rate}: stdin PCM must be "
+                             f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+        if not 1 <= args.channels <= MAX_STDIN_CHANNELS:
+            raise UsageError(f"--channels {args.channels}: stdin PCM has 1..{MAX_STDIN_CHANNELS} channels")
+
+
+def animate_one(args, model, runtime, options, source: str, outputs: list[tuple[str, str]]) -> None:
+    """Animate one input and write its outputs."""
+    from .style import layer_from_args
+
+    start = time.perf_counter()
+    style = layer_from_args(args, model.dims.fps)
+    if source == "-":
+        frames = animate_chunks(model, stdin_chunks(args.sample_rate, args.channels), options, runtime,
+                                style=style)
+        if frames.seconds == 0:
+            raise AudioError("stdin: no audio samples received")
+    else:
+        frames = animate_file(model, source, options, runtime, progress=not args.quiet, style=style,
+                              allow_truncated=args.allow_truncated)
+    frames = frames.resample(args.fps)
+    write_outputs(frames, outputs, args.avatar)
+    if not args.quiet:
+        took = time.perf_counter() - start
+        print(f"{source}: {frames.seconds:.2f} s of audio → {len(frames)} frames at "
+              f"{args.fps} fps, latency {frames.latency_ms:.0f} ms, {took:.2f} s "
+              f"({frames.seconds / max(took, 1e-9):.0f}× real time) → {', '.join(p for p, _ in outputs)}",
+              file=sys.stderr)

@@ -52,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (TalkmotionError, FileNotFoundError) as err:
+    except TalkmotionError as err:
         print(f"talkmotion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:   # a path the system refused (missing, not a folder, no permission, disk full)
+        if err.filename is None:
+            raise
+        print(f"talkmotion {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"talkmotion {args.command}: interrupted", file=sys.stderr)

@@ -7,11 +7,11 @@ the valid ones; a value of the wrong type is an error that names the field.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from pathlib import Path
 
 from .errors import TalkmotionError
+from .files import loads_json
 
 
 class ConfigError(TalkmotionError, ValueError):
@@ -24,14 +24,20 @@ def read_config_file(path: str | Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
-    try:
-        if path.suffix == ".json":
-            return json.loads(text)
+    if path.suffix == ".json":
+        data = loads_json(text, str(path), ConfigError)
+    else:
         import tomllib
 
-        return tomllib.loads(text)
-    except (json.JSONDecodeError, ValueError) as err:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({err})") from err
+        try:
+            data = tomllib.loads(text)
+        except ValueError as err:    # tomllib.TOMLDecodeError
+            raise ConfigError(f"{path}: not valid TOML ({err})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: TOML nested too deeply to read") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a table of settings, not {type(data).__name__}")
+    return data
 
 
 def from_dict(cls, data: dict, where: str = "config"):
@@ -77,6 +83,21 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+def _inline_value(value, key: str):
+    """A --set value given as text in the config file's own syntax: a TOML list or inline
+    table (`[{ path = "data/me", weight = 3.0 }]`), as the README writes them; other text as is."""
+    if not isinstance(value, str) or not value.lstrip().startswith(("[", "{")):
+        return value
+    import tomllib
+
+    try:
+        return tomllib.loads(f"value = {value}")["value"]
+    except ValueError as err:
+        raise ConfigError(f"--set {key}: {value!r} is neither JSON nor a TOML value ({err})") from None
+    except RecursionError:
+        raise ConfigError(f"--set {key}: nested too deeply to read") from None
+
+
 def load(cls, path: str | Path | None = None, overrides: dict | None = None):
     """Config file (if any) with `overrides` applied on top ("a.b" keys for nesting)."""
     data = read_config_file(path) if path else {}
@@ -85,5 +106,7 @@ def load(cls, path: str | Path | None = None, overrides: dict | None = None):
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = value
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {dotted}: {p} is not a table")
+        node[leaf] = _inline_value(value, dotted)
     return from_dict(cls, data, str(path) if path else "config")

@@ -10,3 +10,7 @@ ValueError so library callers can catch either.
 
 class TalkmotionError(Exception):
     """Bad input the user can fix; printed by the CLI as one line, exit status 2."""
+
+
+class UsageError(TalkmotionError, ValueError):
+    """A command-line flag given a value the command cannot use; the message names the flag."""

@@ -35,7 +35,7 @@ import numpy as np
 from . import labels, metrics
 from .data.clips import Clip, load_clip, read_dataset
 from .errors import TalkmotionError
-from .files import atomic_path, write_json
+from .files import atomic_path, check_output, write_json
 
 Source = Callable[[Clip], np.ndarray]
 
@@ -475,7 +475,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_argument(parser)
     parser.add_argument("--split", help="only clips whose manifest entry has this split (default: all)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N clips (by id)")
-    parser.add_argument("--out", default="eval", metavar="DIR", help="writes DIR/report.json and DIR/eval.png")
+    parser.add_argument("-o", "--out", default="eval", metavar="DIR",
+                        help="writes DIR/report.json and DIR/eval.png (default ./eval)")
     parser.add_argument("--by", metavar="KEY",
                         help="also score each group of clips sharing metadata KEY (e.g. voice, source)")
     parser.add_argument("--figure-clips", type=int, default=FIGURE_CLIPS, metavar="N",
@@ -491,6 +492,8 @@ def run(args: argparse.Namespace) -> int:
         raise EvalError(f"--limit must be at least 1, got {args.limit}")
     if args.figure_clips < 0:
         raise EvalError(f"--figure-clips must be 0 (no figure) or more, got {args.figure_clips}")
+    out = Path(args.out)
+    check_output(out / "report.json")     # before minutes of scoring, not after
     clips = degraded(load_clips(args.data, args.split, args.limit), args.noise_snr, args.reverb)
     sources: dict[str, Source] = {}
     names = {}
@@ -505,7 +508,6 @@ def run(args: argparse.Namespace) -> int:
         report["groups"] = {args.by: group_summaries(clips, predictions, args.by, thresholds)}
     report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "source_names": names,
                    "listening": {"noise_snr_db": args.noise_snr, "reverb_rt60_s": args.reverb}})
-    out = Path(args.out)
     write_json(out / "report.json", report)
     written = [out / "report.json"]
     if args.figure_clips:

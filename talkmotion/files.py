@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one."""
+"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one.
+And the checks every output path gets: no writing under a file, nor over a folder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,40 @@ import json
 import os
 from pathlib import Path
 
+from .errors import TalkmotionError
+
 TEMP_SUFFIX = ".tmp"
+
+
+class OutputPathError(TalkmotionError, ValueError):
+    """An output path that cannot be written; the message names it and what is in the way."""
+
+
+def check_output(path: str | Path) -> Path:
+    """`path` as a file to write, checked before any work: OutputPathError when it is a
+    folder, or when an existing file stands where a folder must be (`-o speech.wav/x.json`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{path}: is a folder; name a file to write")
+    _check_folder(path.parent, path)
+    return path
+
+
+def ensure_folder(folder: str | Path, output: str | Path | None = None) -> Path:
+    """Create `folder` and its parents; OutputPathError naming `output` (default the folder)
+    when an existing file stands in the way."""
+    folder = Path(folder)
+    _check_folder(folder, output or folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _check_folder(folder: Path, output: str | Path) -> None:
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise OutputPathError(f"{output}: cannot write there: {ancestor} is a file, not a folder")
+            return
 
 
 @contextlib.contextmanager
@@ -17,8 +51,8 @@ def atomic_path(path: str | Path):
 
     On an exception the temporary file is removed and `path` is untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output(path)
+    ensure_folder(path.parent, path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         yield tmp
@@ -66,3 +100,14 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_json(path: str | Path, obj, indent: int | None = 1) -> None:
     write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def loads_json(text: str | bytes, source: str, error: type[Exception]):
+    """JSON text → object. Every way user text can be bad (syntax, encoding, nesting deeper
+    than Python's parser goes) is raised as `error`, a TalkmotionError class, naming `source`."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{source}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise error(f"{source}: JSON nested too deeply to read") from None

@@ -9,7 +9,6 @@ Frame i is at time i / fps.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,10 +17,12 @@ import numpy as np
 from . import labels
 from .audio import SUPPORTED_FPS, num_frames
 from .errors import TalkmotionError
+from .files import loads_json
 
 FORMAT = "talkmotion.frames"
 VERSION = 1
 DECIMALS = 5              # weights and degrees in the frames file: 1e-5 is far below what anyone sees
+FILE_FPS_RANGE = (1, 240)   # frame rates a frames file may state; other tools may write other rates than ours
 
 
 class FramesFileError(TalkmotionError, ValueError):
@@ -121,27 +122,64 @@ class Frames:
         return {**self.header_json(), "frames": self.rounded_rows()}
 
     @classmethod
-    def from_json(cls, obj: dict, source: str = "<frames>") -> "Frames":
+    def from_json(cls, obj, source: str = "<frames>") -> "Frames":
+        """A frames file's JSON object → Frames; FramesFileError naming `source` for anything
+        that is not a well-formed, finite frames file."""
+        if not isinstance(obj, dict):
+            raise FramesFileError(f"{source}: not a talkmotion frames file (a {type(obj).__name__}, not an object)")
         if obj.get("format") != FORMAT:
-            raise FramesFileError(f"{source}: not a talkmotion frames file (format={obj.get('format')!r})")
+            raise FramesFileError(f"{source}: not a talkmotion frames file (format={_brief(obj.get('format'))})")
         if obj.get("version") != VERSION:
-            raise FramesFileError(f"{source}: frames version {obj.get('version')} is not supported (want {VERSION})")
-        names = list(obj.get("blendshapes", [])) + list(obj.get("head", []))
-        rows = np.asarray(obj.get("frames", []), np.float32).reshape(-1, len(names))
+            raise FramesFileError(f"{source}: frames version {_brief(obj.get('version'))} is not supported "
+                                  f"(want {VERSION})")
+        names = [*_names(obj, "blendshapes", source), *_names(obj, "head", source)]
+        try:
+            rows = np.asarray(obj.get("frames", []), np.float32)
+        except (ValueError, TypeError):
+            raise FramesFileError(f"{source}: 'frames' must be rows of numbers") from None
+        if rows.size == 0:
+            rows = rows.reshape(0, len(names))
+        if rows.ndim != 2 or rows.shape[1] != len(names):
+            raise FramesFileError(f"{source}: each frame must have {len(names)} numbers, one per named channel")
+        if not np.isfinite(rows).all():
+            raise FramesFileError(f"{source}: {int((~np.isfinite(rows)).sum())} values are NaN or infinite")
         values = np.zeros((rows.shape[0], labels.NUM_CHANNELS), np.float32)
         for col, name in enumerate(names):  # by name, never by position
             try:
                 values[:, labels.index(name)] = rows[:, col]
             except KeyError as err:
                 raise FramesFileError(f"{source}: {err.args[0]}") from None
-        return cls(values, fps=obj["fps"], latency_ms=obj.get("latency_ms", 0.0),
-                   model=obj.get("model", ""), duration=obj.get("duration"))
+        fps = obj.get("fps")
+        if not _finite_number(fps) or not FILE_FPS_RANGE[0] <= fps <= FILE_FPS_RANGE[1]:
+            raise FramesFileError(f"{source}: fps must be a number within {FILE_FPS_RANGE[0]}..{FILE_FPS_RANGE[1]}, "
+                                  f"not {_brief(fps)}")
+        duration, latency = obj.get("duration"), obj.get("latency_ms", 0.0)
+        for key, value in (("duration", duration), ("latency_ms", latency)):
+            if value is not None and not (_finite_number(value) and value >= 0):
+                raise FramesFileError(f"{source}: {key} must be a finite number ≥ 0, not {_brief(value)}")
+        return cls(values, fps=fps, latency_ms=latency, model=str(obj.get("model", "")), duration=duration)
+
+
+def _names(obj: dict, key: str, source: str) -> list[str]:
+    names = obj.get(key, [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise FramesFileError(f"{source}: '{key}' must be a list of channel names")
+    return names
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _brief(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def read_frames(path: str | Path) -> Frames:
     path = Path(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FramesFileError(f"{path}: cannot read frames file ({err})") from err
-    return Frames.from_json(obj, str(path))
+        text = path.read_bytes()
+    except OSError as err:
+        raise FramesFileError(f"{path}: cannot read frames file ({err.strerror or err})") from None
+    return Frames.from_json(loads_json(text, str(path), FramesFileError), str(path))

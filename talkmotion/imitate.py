@@ -22,7 +22,7 @@ import numpy as np
 from . import labels
 from .audio import FPS, SUPPORTED_FPS
 from .data.facetrack import ExtractError, FaceTracker, check_landmarker_file, track_video
-from .data.video import DEFAULT_MAX_SIDE, FrameRateMeter
+from .data.video import DEFAULT_MAX_SIDE, FrameRateMeter, check_max_side, probe
 from .frames import Frames
 
 MODEL_NAME = "mediapipe-face-landmarker"
@@ -33,15 +33,23 @@ class ImitateError(ExtractError):
 
 
 def track_frames(path: str | Path, landmarker: Path, fps: int = FPS, gpu: bool = False,
-                 max_side: int = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
-    """Tracked label rows of a whole video → (values (T, C) float32, face found (T,) bool)."""
+                 max_side: int = DEFAULT_MAX_SIDE, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Tracked label rows of a whole video → (values (T, C) float32, face found (T,) bool);
+    `progress`: a bar on a terminal."""
+    from tqdm import tqdm
+
+    total = round(probe(path).duration * fps) or None
     tracker = FaceTracker(str(landmarker), gpu)
     rows, found = [], []
+    bar = tqdm(total=total, desc=Path(path).name, unit="frame", file=sys.stderr, disable=None if progress else True,
+               leave=False)
     try:
         for frame in track_video(path, tracker, fps, max_side, meter=FrameRateMeter()):
             rows.append(frame.result.values)
             found.append(frame.result.faces == 1)
+            bar.update()
     finally:
+        bar.close()
         tracker.close()
     return np.asarray(rows, np.float32).reshape(-1, labels.NUM_CHANNELS), np.asarray(found, bool)
 
@@ -59,16 +67,18 @@ def fill_gaps(values: np.ndarray, found: np.ndarray) -> np.ndarray:
 
 
 def imitate(path: str | Path, outputs: list[str], landmarker: Path, fps: int = FPS, gpu: bool = False,
-            max_side: int = DEFAULT_MAX_SIDE, fmt: str | None = None) -> Frames:
+            max_side: int = DEFAULT_MAX_SIDE, fmt: str | None = None, progress: bool = False) -> Frames:
     """Track `path` and write it to every output; returns the frames written."""
+    from .files import check_output
     from .sinks import file_format, file_sink
 
-    for out in outputs:              # a wrong extension fails before minutes of tracking
+    check_max_side(max_side)
+    for out in outputs:              # a wrong extension or path fails before minutes of tracking
         try:
-            file_format(out, fmt)
+            file_format(check_output(out), fmt)
         except ValueError as err:
             raise ImitateError(str(err)) from None
-    values, found = track_frames(path, landmarker, fps, gpu, max_side)
+    values, found = track_frames(path, landmarker, fps, gpu, max_side, progress)
     if not found.any():
         raise ImitateError(f"{path}: no single face found in any of its {len(found)} frames")
     frames = Frames(fill_gaps(values, found), fps=fps, model=MODEL_NAME,
@@ -96,14 +106,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--landmarker", default=None, help="face_landmarker.task (default: the installed one)")
     parser.add_argument("--landmarker-sha256", default=None, help="expected SHA-256 of --landmarker")
     parser.add_argument("--gpu", action="store_true", help="MediaPipe's GPU delegate instead of the CPU")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show MediaPipe's own log lines")
 
 
 def run(args) -> int:
     from .assets import LANDMARKER
+    from .data.facetrack import show_native_logs
+
+    if args.verbose:
+        show_native_logs()
 
     landmarker = check_landmarker_file(Path(args.landmarker) if args.landmarker else LANDMARKER,
                                        args.landmarker_sha256)
-    frames = imitate(args.video, args.out, landmarker, args.fps, args.gpu, args.max_side, args.format)
+    frames = imitate(args.video, args.out, landmarker, args.fps, args.gpu, args.max_side, args.format, progress=True)
     tracked = frames.meta["tracked_ratio"]
     print(f"imitate: {len(frames)} frames ({frames.seconds:.2f} s), face tracked in {tracked:.0%} → "
           f"{', '.join(args.out)}", file=sys.stderr)

@@ -336,9 +336,11 @@ def build_sinks(args) -> list[Sink]:
     sinks += [LiveLinkUdpSink(a, subject=args.livelink_subject) for a in args.livelink]
     if args.ws:
         sinks.append(WebSocketBroadcastSink(args.ws))
+    from .files import check_output
+
     try:
-        sinks += [file_sink(p) for p in args.output]
-    except ValueError as err:  # an unknown file extension
+        sinks += [file_sink(check_output(p)) for p in args.output]
+    except ValueError as err:  # an unknown file extension, or a path under a file
         raise SinkError(str(err)) from None
     return sinks
 

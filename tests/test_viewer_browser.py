@@ -147,6 +147,29 @@ def test_a_users_glb_loads_too(page):
     assert page.evaluate("talkmotionDebug.avatar.kind") == "vrm"
 
 
+@pytest.mark.parametrize("name, data", [
+    ("garbage.glb", b"this is not an avatar at all"),
+    ("cut.vrm", "reference"),      # the reference avatar's first 2 kB
+])
+def test_a_bad_avatar_gets_words_not_a_javascript_error(page, tmp_path, name, data):
+    from talkmotion.preview.avatar import reference_avatar_paths
+
+    if data == "reference":
+        data = reference_avatar_paths()[1].read_bytes()[:2048]
+    bad = tmp_path / name
+    bad.write_bytes(data)
+    before = page.evaluate("talkmotionDebug.avatar.label")
+    page.set_input_files("#avatar-file", str(bad))
+    page.wait_for_function("talkmotionDebug.error !== null", timeout=30_000)
+    message = page.evaluate("talkmotionDebug.error")
+    page.evaluate("talkmotionDebug.error = null")
+    assert message.startswith(f"{name}: ") and ("not a glTF/VRM avatar" in message or "damaged" in message), message
+    for raw in ("Unexpected token", "JSON", "undefined", "THREE", "TypeError", "RangeError"):
+        assert raw not in message
+    assert page.evaluate("talkmotionDebug.avatar.label") == before      # the avatar in use stays
+    assert page.errors == []
+
+
 def test_mouth_follows_the_audio(page, server, speech_file):
     seconds = len(load_audio(speech_file)) / SAMPLE_RATE
     samples = play(page, speech_file, seconds, screenshot_at=LEAD_SILENCE_S + 1.0)  # mid-sentence

@@ -260,6 +260,7 @@ def video_stats(clips: list[dict]) -> dict:
 def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="VIDEO", help="video files or folders (searched recursively)")
     parser.add_argument("-o", "--output", required=True, help="dataset folder (created; resumed if it exists)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show MediaPipe's own log lines")
     parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="parallel worker processes, one video each (default: CPU count, at most 4)")
     parser.add_argument("--shard", default=None, metavar="i/n",
@@ -302,6 +303,10 @@ def filters_from_args(args) -> Filters:
 
 def run(args) -> int:
     from ..assets import LANDMARKER
+    from .facetrack import show_native_logs
+
+    if args.verbose:
+        show_native_logs()
 
     if args.workers < 1:
         raise ExtractError(f"--workers must be at least 1, got {args.workers}")

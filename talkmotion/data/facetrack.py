@@ -21,6 +21,8 @@ the image tips the head toward the subject's right shoulder, positive roll
 from __future__ import annotations
 
 import math
+import os
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,9 @@ MAX_FACES = 2                    # face counts are capped here: 2 means "more th
 FACE_COUNT_INTERVAL_S = 0.2      # how often the face detector counts faces (s)
 FACE_COUNT_CONFIDENCE = 0.5      # its minimum detection score
 DETECTOR_MEMBER = "face_detector.tflite"
+# Set to "1" (the --verbose flag does) to let MediaPipe's C++ log lines reach stderr; workers inherit it.
+NATIVE_LOGS_ENV = "TALKMOTION_NATIVE_LOGS"
+_native_logs_quiet = False
 # A target time this close (as a fraction of the source interval) to a source frame uses that frame alone.
 SNAP_FRACTION = 1e-3
 # Scene cuts: luminance histograms of consecutive frames further apart than this (L1, 0..2).
@@ -93,6 +98,31 @@ def check_landmarker_file(path: Path, sha256: str | None = None) -> Path:
     return Path(path)
 
 
+def show_native_logs() -> None:
+    """Let MediaPipe's own log lines through, here and in worker processes started from here."""
+    os.environ[NATIVE_LOGS_ENV] = "1"
+
+
+def quiet_native_logs() -> None:
+    """Send what native code writes to file descriptor 2 (MediaPipe's C++ log lines, a dozen
+    per tracker and some mid-run) to /dev/null, once per process, while Python's own stderr
+    (errors, progress, warnings) keeps the terminal through a copy of the descriptor.
+
+    Left alone when stderr is not the process's own (a test capturing it) or with --verbose.
+    """
+    global _native_logs_quiet
+    if _native_logs_quiet or os.environ.get(NATIVE_LOGS_ENV) == "1" or sys.stderr is not sys.__stderr__:
+        return
+    _native_logs_quiet = True
+    sys.stderr.flush()
+    kept = os.dup(2)
+    sys.stderr = sys.__stderr__ = os.fdopen(kept, "w", buffering=1, encoding=sys.stderr.encoding,
+                                            errors=sys.stderr.errors)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 class FaceTracker:
     """MediaPipe FaceLandmarker in VIDEO mode (one per video, frames in time order), plus a face count.
 
@@ -104,6 +134,7 @@ class FaceTracker:
     """
 
     def __init__(self, path: str, gpu: bool = False):
+        quiet_native_logs()
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
 

@@ -24,12 +24,22 @@ from ..errors import TalkmotionError
 # Frames larger than this (longest side, pixels) are scaled down before tracking:
 # the landmarker works on small crops, so more pixels only cost conversion time.
 DEFAULT_MAX_SIDE = 1280
+# ... and smaller than this never: the face detector looks at a 128 px square of the frame.
+MIN_MAX_SIDE = 128
 # Source frame intervals differing by more than this ratio mark a variable frame rate.
 VARIABLE_FPS_RATIO = 1.1
 
 
 class VideoError(TalkmotionError, ValueError):
     """A video that cannot be used; the message names the file and what is wrong."""
+
+
+def check_max_side(max_side: int) -> int:
+    """--max-side as tracking can use it; VideoError otherwise (0 scaled every frame to nothing)."""
+    if max_side < MIN_MAX_SIDE:
+        raise VideoError(f"--max-side {max_side}: frames must keep at least {MIN_MAX_SIDE} px on their longest "
+                         "side for a face to be found")
+    return max_side
 
 
 @dataclass
@@ -103,6 +113,7 @@ def iter_frames(path: str | Path, max_side: int = DEFAULT_MAX_SIDE, threads: int
     """
     import av
 
+    check_max_side(max_side)
     path = Path(path)
     container = open_container(path)
     with container:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TalkmotionError
+from ..files import loads_json
 
 GLB_MAGIC = b"glTF"
 GLB_VERSION = 2
@@ -163,10 +164,7 @@ def parse_glb(data: bytes, source: str = "<glb>") -> Gltf:
         if len(chunk) != size:
             raise GltfError(f"{source}: truncated chunk at byte {pos}")
         if kind == CHUNK_JSON:
-            try:
-                doc = json.loads(chunk.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise GltfError(f"{source}: JSON chunk is not valid JSON ({err})") from None
+            doc = loads_json(bytes(chunk), f"{source}: JSON chunk", GltfError)
         elif kind == CHUNK_BIN and not binary:
             binary = bytearray(chunk)
         pos += CHUNK_HEADER.size + size

@@ -16,6 +16,7 @@ Audio comes from --audio, else the input when it is audio, else the --video's tr
 from __future__ import annotations
 
 import argparse
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,6 +34,8 @@ PANEL_PX = 480                 # face panel is PANEL_PX square
 STRIP_PX = 160                 # curve strip height
 LEGEND_PX = 118                # legend column at the strip's left
 WINDOW_SECONDS = 4.0           # the strip shows this much time, the cursor in the middle
+SIZE_RANGE = (64, 4096)        # --size: smaller shows no face; 4096² is already 4K video per panel
+WINDOW_RANGE = (0.5, 60.0)     # --window: under half a second no curve reads; a minute of strip is flat
 VIEW_HEIGHT_M = 0.38           # world metres shown top to bottom: head, neck and shoulders
 VIEW_ABOVE_HEAD_JOINT_M = 0.07  # the view is centred this far above the head joint
 BACKGROUND = (0.16, 0.17, 0.19)
@@ -240,13 +243,14 @@ def _audio_packets(stream, pcm: np.ndarray, start: int, stop: int):
 
 def render_video(frames: Frames, output: str | Path, audio: np.ndarray | None = None,
                  avatar=None, video: str | Path | None = None,
-                 size: int = PANEL_PX, window: float = WINDOW_SECONDS) -> int:
+                 size: int = PANEL_PX, window: float = WINDOW_SECONDS, progress: bool = False) -> int:
     """Write the preview MP4 atomically; return the number of video frames.
 
     frames: the animation; audio: 16 kHz mono samples (None: a silent video);
-    avatar: a path, an `Avatar` or None (the reference avatar).
+    avatar: a path, an `Avatar` or None (the reference avatar); progress: a bar on a terminal.
     """
     import av
+    from tqdm import tqdm
 
     if not len(frames):
         raise RenderError(f"{output}: nothing to render (no frames)")
@@ -266,7 +270,8 @@ def render_video(frames: Frames, output: str | Path, audio: np.ndarray | None = 
                 astream = container.add_stream(AUDIO_CODEC, rate=SAMPLE_RATE, layout="mono") if audio is not None \
                     else None
                 sent = 0
-                for i in range(len(frames)):
+                for i in tqdm(range(len(frames)), desc=Path(output).name, unit="frame", file=sys.stderr,
+                              disable=None if progress else True, leave=False):
                     top = face.draw(slot_weights[i], frames.head[i])
                     if side:
                         top = np.concatenate([top, side.at(i / frames.fps)], 1)
@@ -312,13 +317,17 @@ def load_input(path: str | Path, model_path: str | None = None) -> tuple[Frames,
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
     import time
 
+    from ..files import check_output
     from .avatar import load_avatar
 
-    if args.size % 2:
-        raise RenderError(f"--size must be even (H.264 needs even dimensions), got {args.size}")
+    if not SIZE_RANGE[0] <= args.size <= SIZE_RANGE[1] or args.size % 2:
+        raise RenderError(f"--size {args.size}: must be an even number of pixels within "
+                          f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]} (H.264 needs even dimensions)")
+    if not WINDOW_RANGE[0] <= args.window <= WINDOW_RANGE[1]:
+        raise RenderError(f"--window {args.window}: must be {WINDOW_RANGE[0]:g}..{WINDOW_RANGE[1]:g} seconds")
+    check_output(args.output)
     frames, audio = load_input(args.input, args.model)
     source = args.audio or (None if audio is not None else args.video)
     if source:
@@ -334,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
     if avatar.mode != "arkit" or len(avatar.arkit) < labels.NUM_BLENDSHAPES or avatar.head_node is None:
         print(f"talkmotion render: {avatar.describe()}", file=sys.stderr)  # how a partial avatar is driven
     start = time.perf_counter()
-    count = render_video(frames, args.output, audio, avatar, args.video, args.size, args.window)
+    count = render_video(frames, args.output, audio, avatar, args.video, args.size, args.window, progress=True)
     took = time.perf_counter() - start
     print(f"{args.output}: {count} frames ({frames.seconds:.2f} s) in {took:.1f} s "
           f"({took / max(frames.seconds, 1e-9):.2f} s per second of video)")

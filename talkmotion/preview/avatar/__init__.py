@@ -87,7 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.check:
-        print(load_avatar(args.check).describe())
+        from .scene import build_posable
+
+        avatar = load_avatar(args.check)
+        build_posable(avatar)   # what `render` draws: a file passes both checks or neither
+        print(avatar.describe())
         return 0
     for path in write_reference_avatar(args.output):
         print(path)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..gltf import GltfError
 from . import AvatarError
 from .loader import Avatar
 
@@ -115,7 +116,17 @@ def _texture_colors(avatar: Avatar, material: dict, uv: np.ndarray | None) -> np
 
 
 def build_posable(avatar: Avatar) -> PosableMesh:
-    """Gather every triangle primitive of the avatar's scene into one posable mesh."""
+    """Gather every triangle primitive of the avatar's scene into one posable mesh.
+    AvatarError naming the file when its scene cannot be assembled."""
+    try:
+        return _build_posable(avatar)
+    except (AvatarError, GltfError):
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:   # a file's broken references
+        raise AvatarError(f"{avatar.path}: its scene cannot be assembled for drawing ({err!r})") from None
+
+
+def _build_posable(avatar: Avatar) -> PosableMesh:
     g, doc = avatar.gltf, avatar.gltf.doc
     world, _ = world_matrices(doc)
     head_nodes = _subtree(doc, avatar.head_node)

@@ -80,16 +80,37 @@ function status(text, isError = false) {
 // --- avatar ------------------------------------------------------------------
 async function useAvatar(url, label) {
   status(`loading ${label}…`);
-  const next = await loadAvatar(url);
+  let next, binding;
+  try {
+    next = await loadAvatar(url);
+    binding = next.bind(info.blendshapes, info.presets);
+  } catch (err) {
+    console.warn(`avatar ${label}:`, err); // the loader's own words, for whoever debugs the file
+    throw new Error(avatarProblem(err));
+  }
+  if (binding.bound === 0) {
+    throw new Error("has no ARKit morph targets and no VRM expressions (aa, ih, ou, ee, oh, blink…), so nothing on it would move");
+  }
   if (rig) scene.remove(rig.root);
   rig = next;
   scene.add(rig.root);
-  const binding = rig.bind(info.blendshapes, info.presets);
   rig.root.updateMatrixWorld(true);
   frameHead();
   debug.avatar = { kind: rig.kind, mode: binding.mode, bound: binding.bound, label };
   $("avatar-info").textContent = `${label}: ${rig.kind}, ${binding.mode} (${binding.bound} bound)`;
   status(`${label} ready`);
+}
+
+/** A loader's failure in words a user can act on (three.js's messages name its internals). */
+function avatarProblem(err) {
+  const text = String(err && err.message);
+  if (err instanceof SyntaxError || /JSON|Unexpected token|magic|header/i.test(text)) {
+    return "is not a glTF/VRM avatar: expected a .glb or .vrm file";
+  }
+  if (/version|extension|Unsupported/i.test(text)) {
+    return "uses a glTF version or extension this viewer cannot read";
+  }
+  return "is damaged or not an avatar: its glTF data could not be read";
 }
 
 // --- session -----------------------------------------------------------------
