@@ -370,8 +370,8 @@ def test_lip_metrics_stay_within_002_of_neutral_with_every_emotion_at_full(tmp_p
     predict, _ = model_source("default")
     neutral = [predict(clip) for clip in clips]
     reference = metrics.score(neutral, clips)["summary"]
-    lip = ("bilabial_closure", "open_closed_auc", "open_closed_frame_auc", "rounding_auc", "silence_closure",
-           "lag_ms")
+    lip = ("bilabial_closure", "open_closed_auc", "frame_open_closed_auc", "rounding_auc", "frame_rounding_auc",
+           "openness_corr", "silence_closure", "lag_ms")
     assert all(reference[m] is not None for m in lip)
     for name in NAMES[1:]:
         styled = [apply_style(p, clip.fps, emotions={name: 1.0}) for p, clip in zip(neutral, clips)]
