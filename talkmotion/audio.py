@@ -129,6 +129,8 @@ def iter_audio(path: str | Path, chunk_seconds: float = 1.0, sr: int = SAMPLE_RA
     container = _open_audio(path)
     with container:
         stream = container.streams.audio[0]
+        if stream.codec_context is None:   # ffmpeg has no decoder for it
+            raise AudioError(f"{path}: its audio track is in a codec that cannot be decoded")
         _check_rate(stream.sample_rate, path)
         declared = _declared_seconds(container, stream, path)
         if max_seconds is not None and declared is not None and declared > max_seconds:
@@ -137,7 +139,7 @@ def iter_audio(path: str | Path, chunk_seconds: float = 1.0, sr: int = SAMPLE_RA
         if container.format.name == "wav":
             _check_riff_length(path, allow_truncated)
         limit = None if max_seconds is None else int(math.ceil(max_seconds * sr))
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        to_mono = _ToMono(sr)
         target = max(1, int(chunk_seconds * sr))
         pending: list[np.ndarray] = []
         pending_len = yielded = source_samples = 0
@@ -145,17 +147,16 @@ def iter_audio(path: str | Path, chunk_seconds: float = 1.0, sr: int = SAMPLE_RA
             for frame in container.decode(stream):
                 _check_rate(frame.sample_rate, path)
                 source_samples += frame.samples
-                for out in resampler.resample(_mixable(frame)):
-                    pending.append(out.to_ndarray().reshape(-1))
-                    pending_len += pending[-1].size
+                for out in to_mono(frame):
+                    pending.append(out)
+                    pending_len += out.size
                 if limit is not None and yielded + pending_len > limit:
                     raise AudioTooLong(f"{path}: more than {max_seconds:g} s of audio, over the limit")
                 if pending_len >= target:
                     yield check_pcm(np.concatenate(pending), str(path))
                     yielded += pending_len
                     pending, pending_len = [], 0
-            for out in resampler.resample(None):
-                pending.append(out.to_ndarray().reshape(-1))
+            pending += to_mono.flush()
         except av.error.FFmpegError as err:
             raise AudioError(f"{path}: decoding failed, the file may be truncated or damaged ({err})") from err
         if declared is not None and container.format.name not in LENGTH_CLAMPED_FORMATS:
@@ -214,6 +215,31 @@ def _mp3_length_header(path: Path) -> bool:
         f.seek(start)
         frame = f.read(_MP3_INFO_SCAN_BYTES)
     return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+class _ToMono:
+    """Frames → `sr` mono float32 arrays through ffmpeg's resampler, rebuilt when a frame's
+    format, layout or rate differs from the last (one resampler takes one setup, and a
+    damaged file can change it mid-stream)."""
+
+    def __init__(self, sr: int):
+        self.sr, self.resampler, self.setup = sr, None, None
+
+    def __call__(self, frame) -> list[np.ndarray]:
+        import av
+
+        frame = _mixable(frame)
+        setup = (frame.format.name, frame.layout.name, frame.sample_rate)
+        out = []
+        if setup != self.setup:
+            out = self.flush()
+            self.resampler, self.setup = av.AudioResampler(format="flt", layout="mono", rate=self.sr), setup
+        return out + [o.to_ndarray().reshape(-1) for o in self.resampler.resample(frame)]
+
+    def flush(self) -> list[np.ndarray]:
+        if self.resampler is None:
+            return []
+        return [o.to_ndarray().reshape(-1) for o in self.resampler.resample(None)]
 
 
 def _mixable(frame):

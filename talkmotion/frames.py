@@ -9,6 +9,7 @@ Frame i is at time i / fps.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -134,8 +135,9 @@ class Frames:
                                   f"(want {VERSION})")
         names = [*_names(obj, "blendshapes", source), *_names(obj, "head", source)]
         try:
-            rows = np.asarray(obj.get("frames", []), np.float32)
-        except (ValueError, TypeError):
+            with np.errstate(over="ignore"):     # a value past float32 becomes inf, refused just below
+                rows = np.asarray(obj.get("frames", []), np.float32)
+        except (ValueError, TypeError, OverflowError):
             raise FramesFileError(f"{source}: 'frames' must be rows of numbers") from None
         if rows.size == 0:
             rows = rows.reshape(0, len(names))
@@ -168,7 +170,10 @@ def _names(obj: dict, key: str, source: str) -> list[str]:
 
 
 def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+    """A JSON number that is finite; ints of any size are (2**70 overflows numpy's isfinite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _brief(value, limit: int = 40) -> str:

@@ -75,7 +75,12 @@ class Avatar:
         except GltfError as err:
             raise AvatarError(str(err)) from None
         avatar = cls(path, g)
-        avatar._inspect()
+        try:
+            avatar._inspect()
+        except AvatarError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:   # members of the wrong kind
+            raise AvatarError(f"{path}: its glTF structure is broken ({err!r})") from None
         return avatar
 
     # --- inspection ----------------------------------------------------------------

@@ -119,11 +119,16 @@ def build_posable(avatar: Avatar) -> PosableMesh:
     """Gather every triangle primitive of the avatar's scene into one posable mesh.
     AvatarError naming the file when its scene cannot be assembled."""
     try:
-        return _build_posable(avatar)
+        with np.errstate(invalid="ignore", over="ignore"):   # non-finite data is refused below instead
+            mesh = _build_posable(avatar)
     except (AvatarError, GltfError):
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:   # a file's broken references
         raise AvatarError(f"{avatar.path}: its scene cannot be assembled for drawing ({err!r})") from None
+    for name in ("base", "deltas", "colors", "head_pivot"):
+        if not np.isfinite(getattr(mesh, name)).all():
+            raise AvatarError(f"{avatar.path}: its mesh data ({name.replace('_', ' ')}) holds NaN or infinite numbers")
+    return mesh
 
 
 def _build_posable(avatar: Avatar) -> PosableMesh:
