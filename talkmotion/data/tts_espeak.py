@@ -6,8 +6,14 @@ sample. A phoneme ends where the next begins. Events carry no stress, so the
 same text is also turned into a phoneme string (espeak_TextToPhonemes), whose
 stress marks are matched onto the events' vowels in order.
 
-Synthesis runs inside the calling process, so it cannot be interrupted: the
-corpus builder runs it in a worker process that it kills on a timeout.
+The library keeps state from one utterance to the next (pitch flutter phase, voice
+attributes a variant leaves behind, the wave generator's buffers): the same call
+gave different audio, up to 95 ms longer, depending on what that process had
+spoken before, so a corpus depended on how clips fell to workers. Each utterance
+is therefore spoken in a copy of the process forked right after the library was
+initialised (it never speaks in the calling process): every clip starts from the
+same state, whatever the worker, the order or a resume. The copy also makes the
+call interruptible: it is killed at `timeout`.
 
 A voice is `language[+variant]`, e.g. `en-us+f3`: one of espeak-ng's English
 voices with one of its variants (other speakers: pitch, formants, breath).
@@ -16,8 +22,13 @@ voices with one of its variants (other speakers: pitch, formants, breath).
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import re
+import select
+import signal
 import subprocess
+import time
 
 import numpy as np
 
@@ -173,11 +184,20 @@ def synthesize(text: str, voice: str, rate: float = 1.0, pitch: float = 1.0, tim
                pitch_range: int = 50) -> Synthesis:
     """Speak `text` with an espeak-ng voice → 16 kHz audio (N,) and contiguous phonemes.
 
-    `timeout` is not enforced here (the call cannot be interrupted); see module doc.
+    Spoken in a fresh copy of the library's state (module doc), killed after `timeout` s.
     """
     text = check_text(text)
     check_voice(voice)
     lib = _library()
+    raw, events, stresses = _in_fresh_copy(lambda: _speak(lib, text, voice, rate, pitch, pitch_range), timeout,
+                                           f"espeak-ng ({voice})")
+    phonemes = _phonemes(events, raw.size, lib.sample_rate, stresses)
+    audio = resample(raw, lib.sample_rate)
+    return Synthesis(audio, cover_audio(phonemes, audio.size))
+
+
+def _speak(lib, text: str, voice: str, rate: float, pitch: float, pitch_range: int):
+    """One utterance in this process → (int16 samples, [(phoneme, first sample)], vowel stresses)."""
     if lib.espeak_SetVoiceByName(voice.encode("ascii")) != 0:
         raise VoiceNotInstalled(f"espeak-ng refused voice {voice!r}")
     lib.espeak_SetParameter(_PARAM_RATE, int(np.clip(NOMINAL_WPM * rate, MIN_WPM, MAX_WPM)), 0)
@@ -191,10 +211,74 @@ def synthesize(text: str, voice: str, rate: float = 1.0, pitch: float = 1.0, tim
     lib.espeak_Synchronize()
     if not _state["chunks"]:
         raise TTSError(f"espeak-ng ({voice}) produced no audio for {text[:60]!r}")
-    raw = np.concatenate(_state["chunks"]).astype(np.float32) / 32768.0
-    phonemes = _phonemes(_state["events"], raw.size, lib.sample_rate, stresses)
-    audio = resample(raw, lib.sample_rate)
-    return Synthesis(audio, cover_audio(phonemes, audio.size))
+    return np.concatenate(_state["chunks"]), list(_state["events"]), stresses
+
+
+def _in_fresh_copy(speak, timeout: float, what: str):
+    """Run `speak()` in a forked copy of this process and return its (samples, events, stresses).
+
+    The copy sends back a JSON header (events, stresses, or the error) and the int16 samples.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                  # the copy: speak, send, exit without cleanup
+        os.close(read_end)
+        status = 0
+        try:
+            samples, events, stresses = speak()
+            body = np.ascontiguousarray(samples, "<i2").tobytes()
+            header = {"events": events, "stresses": stresses}
+        except TTSError as err:
+            body, header = b"", {"error": str(err), "voice_missing": isinstance(err, VoiceNotInstalled)}
+        except BaseException as err:              # noqa: BLE001 - reported to the caller, in words
+            body, header, status = b"", {"error": f"{what} crashed: {err!r}"}, 1
+        try:
+            _write_all(write_end, _pack(header, body))
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    try:
+        data = _read_all(read_end, pid, timeout, what)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    header, body = _unpack(data, what)
+    if "error" in header:
+        raise (VoiceNotInstalled if header.get("voice_missing") else TTSError)(header["error"])
+    events = [(str(name), int(sample)) for name, sample in header["events"]]
+    return np.frombuffer(body, "<i2").astype(np.float32) / 32768.0, events, [int(s) for s in header["stresses"]]
+
+
+def _pack(header: dict, body: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + body
+
+
+def _unpack(data: bytes, what: str) -> tuple[dict, bytes]:
+    if len(data) < 8:
+        raise TTSError(f"{what}: the synthesis process ended without an answer")
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + size]), data[8 + size:]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_all(fd: int, pid: int, timeout: float, what: str) -> bytes:
+    """Everything the copy writes, or TTSError (the copy killed) once `timeout` passes."""
+    parts, deadline = [], time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            os.kill(pid, signal.SIGKILL)
+            raise TTSError(f"{what}: took more than {timeout:g} s; stopped")
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
 
 
 def _phonemes(events, total_samples: int, sr: int, stresses: list[int]) -> list[Phoneme]:
