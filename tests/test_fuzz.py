@@ -26,6 +26,8 @@ TARGETS = ("wav", "mp3", "frames", "glb", "vrm", "config")
 SEED = 13
 BUDGET_S = float(os.environ.get("TALKMOTION_FUZZ_SECONDS", "8"))    # per target
 MAX_CASES = 2000
+# Slow: a budget of seconds per target, plus each worker's start-up.
+pytestmark = pytest.mark.slow
 MIN_CASES = 10               # fewer means the machine is too slow for the pass to mean anything
 CASE_TIMEOUT_S = 60.0        # one case; a decode of the 60 s the loader allows takes a second
 START_TIMEOUT_S = 120.0      # imports and the seed files

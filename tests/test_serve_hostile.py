@@ -200,6 +200,7 @@ def reply_of(sock: socket.socket) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_one_client_cannot_lock_everyone_out(server):
     url, _ = server
     port = int(url.rsplit(":", 1)[1])
@@ -242,6 +243,7 @@ def test_one_client_cannot_lock_everyone_out(server):
     assert asyncio.run(stream_ok(url, 1.0, HONEST)) == num_frames(SAMPLE_RATE)
 
 
+@pytest.mark.slow
 def test_a_trickled_upload_meets_the_body_deadline(server):
     """One byte every half second never trips the read timeout; the whole-body deadline ends it."""
     url, _ = server
