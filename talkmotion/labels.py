@@ -133,7 +133,7 @@ VRM_VOWELS = ("aa", "ih", "ou", "ee", "oh")
 VRM_LOOK_PRESETS = ("lookUp", "lookDown", "lookLeft", "lookRight")
 
 # Gaze angle of a full eyeLook* weight (degrees): the reference avatar's lookAt
-# range maps (avatar/reference.py) turn these angles back into the same weights.
+# range maps (preview/avatar/reference.py) turn these angles back into the same weights.
 EYE_LOOK_FULL_YAW_DEG = 30.0
 EYE_LOOK_FULL_PITCH_DEG = 25.0
 

@@ -28,7 +28,7 @@ AVATAR_DIR = Path(__file__).resolve().parents[2] / "assets" / "avatar"
 USER_CACHE_DIR = Path.home() / ".cache" / "talkmotion" / "avatar"
 REFERENCE_NAME = "talkmotion_head"
 # Bump when the generator changes: cached files with another version are rebuilt.
-REFERENCE_VERSION = "3"
+REFERENCE_VERSION = "4"
 VERSION_FILE = "VERSION"
 
 

@@ -7,6 +7,12 @@ and the jaw can pull away from the upper lip and show a dark mouth cavity with
 teeth and a tongue. The eyes are separate balls that rotate for eyeLook*, and
 the eyelids are spherical shells around them that slide closed for eyeBlink*.
 
+Colour is per vertex (no textures), so every colour edge that must read as a
+clean line is a line of vertices: each eyeball is tessellated in rings around its
+gaze axis, with rings on the pupil, iris and limbus edges (round at any size, not
+the diamond a lat-long grid gives), and the brows are their own tapered strips
+of geometry on the skin, moved by the brow morphs like the skin under them.
+
 Each morph target is a displacement of the region that ARKit's shape moves, as
 a smooth (Gaussian) falloff or a rotation, so a frame of weights reads as a face.
 """
@@ -30,10 +36,14 @@ JAW_TAPER = 0.22                      # the jaw is this much narrower than the s
 EYE_OFFSET = np.array([0.031, 0.014])  # (±x, y) of the eye centres from the head centre
 EYE_RADIUS = 0.0135
 EYE_SINK = 0.005                      # eyeball centre behind the (indented) skin
-LID_RADIUS = 0.0145
+# The lids close from both sides, and stand 1.5 mm off the ball: a morph moves a vertex
+# along a straight chord, and over these arcs (42° and 20°) the chord's middle still
+# clears the eyeball, so a half-closed lid edge stays in front of the eye.
+LID_RADIUS = 0.0150
 UPPER_LID_OPEN = np.radians(27.0)     # elevation of the upper lid's edge, eye open
-UPPER_LID_CLOSED = np.radians(-28.0)  # ... when blinking (overlaps the lower lid)
+UPPER_LID_CLOSED = np.radians(-15.0)  # ... when blinking (overlaps the raised lower lid)
 LOWER_LID_EDGE = np.radians(-32.0)
+LOWER_LID_CLOSED = np.radians(-12.0)  # the lower lid's edge when blinking
 LID_SPAN = np.radians(75.0)           # lids cover ±this azimuth around the eye
 LID_REACH = np.radians(80.0)          # ... and up/down to this elevation (not the pole: no degenerate triangles)
 
@@ -41,6 +51,19 @@ LID_REACH = np.radians(80.0)          # ... and up/down to this elevation (not t
 JAW_OPEN_DEG = 14.0
 JAW_PIVOT = HEAD_CENTER + np.array([0.0, -0.005, -0.045])
 EYE_LOOK_DEG = 25.0
+
+# --- eyes and brows: shapes (degrees from the gaze axis; metres on the face) -------
+PUPIL_DEG = 9.0                       # pupil radius as an angle on the eyeball
+IRIS_DEG = 27.0                       # iris radius (a human iris spans about 12 mm of a 24 mm ball)
+LIMBUS_DEG = 2.5                      # the dark ring at the iris's rim
+EDGE_DEG = 0.5                        # colour edges go from one colour to the next over this
+EYE_SEGMENTS = 48                     # vertices around each ring
+SCLERA_RINGS_DEG = (45.0, 70.0, 95.0, 125.0, 155.0)  # rings behind the iris, to the back pole
+BROW_INNER_U, BROW_OUTER_U = 0.012, 0.053  # |x| of each brow's inner and outer end
+BROW_THICKNESS = ((0.0, 0.0050), (0.3, 0.0065), (0.75, 0.0045), (1.0, 0.0015))  # (along, thickness)
+BROW_SEGMENTS = 24                    # quads along each brow
+BROW_LIFT = 0.0015                    # brows float this far in front of the skin (no z-fighting)
+LASH_DEG = 3.0                        # the dark lash band along the upper lid's edge
 LID_WIDE_RAD = np.radians(14.0)
 LID_SQUINT_RAD = np.radians(16.0)
 
@@ -50,9 +73,11 @@ LIPS = (0.72, 0.30, 0.30)
 BROWS = (0.22, 0.14, 0.10)
 HAIR = (0.20, 0.12, 0.07)
 SCLERA = (0.95, 0.95, 0.92)
-IRIS = (0.28, 0.18, 0.10)
-PUPIL = (0.02, 0.02, 0.02)
-LASH = (0.15, 0.09, 0.08)
+IRIS_INNER = (0.30, 0.42, 0.50)       # an iris lighter round the pupil, darker at its rim
+IRIS_OUTER = (0.07, 0.17, 0.30)
+LIMBUS = (0.03, 0.05, 0.08)
+PUPIL = (0.01, 0.01, 0.01)
+LASH = (0.06, 0.035, 0.03)
 CAVITY = (0.22, 0.04, 0.06)
 TEETH = (0.95, 0.93, 0.86)
 TONGUE = (0.80, 0.35, 0.38)
@@ -157,11 +182,8 @@ def _skin():
     colors = np.tile(SKIN, (len(pos), 1))
     lips = ((u / (MOUTH_HALF_WIDTH + 0.003)) ** 2 + ((v - mouth_v) / np.where(v > mouth_v, 0.008, 0.011)) ** 2 < 1)
     colors[lips & (front > 0.5)] = LIPS
-    brow_line = 0.034 + 0.006 * (1 - ((np.abs(u) - 0.03) / 0.02) ** 2)
-    brows = (np.abs(u) > 0.011) & (np.abs(u) < 0.052) & (np.abs(v - brow_line) < 0.0045) & (front > 0.3)
-    colors[brows] = BROWS
     hairline = np.interp(dirs[:, 2], [-0.2, 0.6], [-0.035, 0.062])
-    colors[(v > hairline) & ~brows] = HAIR
+    colors[v > hairline] = HAIR
     fields = dict(u=u, v=v, dirs=dirs, front=front, lower_twin=lower_twin, mouth_v=mouth_v)
     return pos, colors, outward_triangles(pos, tris, HEAD_CENTER), fields
 
@@ -179,11 +201,58 @@ def eye_centers(skin_pos: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.
 
 
 def _eyeball(center: np.ndarray):
-    pos, dirs, tris, _ = ellipsoid_grid(center, (EYE_RADIUS,) * 3, 14, 24)
-    colors = np.tile(SCLERA, (len(pos), 1))
-    colors[dirs[:, 2] > np.cos(np.radians(24))] = IRIS
-    colors[dirs[:, 2] > np.cos(np.radians(10))] = PUPIL
-    return pos, colors, outward_triangles(pos, tris, center)
+    """A ball tessellated in rings around its gaze (+Z), with rings on every colour edge."""
+    rings = [  # (degrees from the gaze axis, colour)
+        (PUPIL_DEG, PUPIL), (PUPIL_DEG + EDGE_DEG, IRIS_INNER),
+        (IRIS_DEG - LIMBUS_DEG, IRIS_OUTER), (IRIS_DEG - LIMBUS_DEG + EDGE_DEG, LIMBUS),
+        (IRIS_DEG, LIMBUS), (IRIS_DEG + EDGE_DEG, SCLERA),
+        *((deg, SCLERA) for deg in SCLERA_RINGS_DEG)]
+    theta = np.radians([deg for deg, _ in rings])[:, None]
+    phi = 2 * np.pi * np.arange(EYE_SEGMENTS) / EYE_SEGMENTS
+    ring = np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta) + 0 * phi], -1)
+    dirs = np.concatenate([[[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]], ring.reshape(-1, 3)])
+    colors = np.concatenate([[PUPIL, SCLERA], np.repeat([c for _, c in rings], EYE_SEGMENTS, axis=0)])
+    grid = 2 + np.arange(len(rings) * EYE_SEGMENTS).reshape(len(rings), EYE_SEGMENTS)
+    nxt = np.roll(grid, -1, axis=1)
+    tris = [np.stack([np.zeros(EYE_SEGMENTS, np.int64), grid[0], nxt[0]], -1),          # front cap
+            np.stack([np.ones(EYE_SEGMENTS, np.int64), nxt[-1], grid[-1]], -1)]         # back cap
+    for i in range(len(rings) - 1):
+        tris += [np.stack([grid[i], grid[i + 1], nxt[i + 1]], -1), np.stack([grid[i], nxt[i + 1], nxt[i]], -1)]
+    pos = center + EYE_RADIUS * dirs
+    return pos, np.asarray(colors, np.float64), outward_triangles(pos, np.concatenate(tris), center)
+
+
+def _skin_depth(skin_pos: np.ndarray, front: np.ndarray, xy: np.ndarray, neighbours: int = 4) -> np.ndarray:
+    """z of the face's front surface under each (x, y) of `xy` (N, 2): inverse-distance weighted."""
+    face = skin_pos[front > 0.3]
+    d = np.linalg.norm(face[None, :, :2] - xy[:, None, :], axis=-1)                   # (N, S)
+    nearest = np.argsort(d, axis=1)[:, :neighbours]
+    w = 1.0 / np.maximum(np.take_along_axis(d, nearest, 1), 1e-6)
+    return (face[nearest, 2] * w).sum(1) / w.sum(1)
+
+
+def _brows(skin_pos: np.ndarray, front: np.ndarray):
+    """Both brows as tapered, arched strips lying on the skin: positions, colours, triangles."""
+    along = np.linspace(0.0, 1.0, BROW_SEGMENTS + 1)
+    thickness = np.interp(along, *zip(*BROW_THICKNESS))
+    x = BROW_INNER_U + along * (BROW_OUTER_U - BROW_INNER_U)
+    arch = 0.034 + 0.006 * (1 - ((x - 0.03) / 0.02) ** 2) - 0.002 * along ** 2    # highest over the eye
+    parts = []
+    for side in (1, -1):
+        rows = [np.stack([side * x, HEAD_CENTER[1] + arch + k * thickness / 2], -1) for k in (-1, 1)]
+        xy = np.concatenate(rows)
+        z = _skin_depth(skin_pos, front, xy) + BROW_LIFT
+        pos = np.concatenate([xy, z[:, None]], -1)
+        n = BROW_SEGMENTS + 1
+        i = np.arange(BROW_SEGMENTS)
+        tris = np.concatenate([np.stack([i, i + 1, n + i + 1], -1), np.stack([i, n + i + 1, n + i], -1)])
+        a, b, c = (pos[tris[:, k]] for k in range(3))
+        facing_back = np.cross(b - a, c - a)[:, 2] < 0
+        tris[facing_back] = tris[facing_back][:, [0, 2, 1]]
+        parts.append((pos, tris))
+    pos = np.concatenate([parts[0][0], parts[1][0]])
+    tris = np.concatenate([parts[0][1], parts[1][1] + len(parts[0][0])])
+    return pos, np.tile(BROWS, (len(pos), 1)), tris
 
 
 def _shell(center, elevations: np.ndarray, azimuths: np.ndarray, radius: float):
@@ -199,13 +268,18 @@ def _shell(center, elevations: np.ndarray, azimuths: np.ndarray, radius: float):
 
 def _lids(center: np.ndarray):
     """Upper and lower lid shells; returns positions, colours, triangles, elevation, azimuth, is_upper."""
-    azimuths = np.linspace(-LID_SPAN, LID_SPAN, 15)
+    azimuths = np.linspace(-LID_SPAN, LID_SPAN, 25)
+    lash = np.radians(LASH_DEG)
+    upper_rows = np.concatenate([[UPPER_LID_OPEN, UPPER_LID_OPEN + lash, UPPER_LID_OPEN + lash + np.radians(EDGE_DEG)],
+                                 np.linspace(UPPER_LID_OPEN + 3 * lash, LID_REACH, 7)])
     parts = []
-    for upper, (lo, hi) in ((True, (UPPER_LID_OPEN, LID_REACH)), (False, (-LID_REACH, LOWER_LID_EDGE))):
-        pos, e, a, tris = _shell(center, np.linspace(lo, hi, 9), azimuths, LID_RADIUS)
+    for upper, elevations in ((True, upper_rows), (False, np.linspace(-LID_REACH, LOWER_LID_EDGE, 9))):
+        pos, e, a, tris = _shell(center, elevations, azimuths, LID_RADIUS)
         colors = np.tile(np.asarray(SKIN) * 0.93, (len(pos), 1))
-        edge = UPPER_LID_OPEN if upper else LOWER_LID_EDGE
-        colors[np.abs(e - edge) < 1e-6] = LASH
+        if upper:  # a solid lash band along the edge
+            colors[e <= UPPER_LID_OPEN + lash + 1e-6] = LASH
+        else:
+            colors[np.abs(e - LOWER_LID_EDGE) < 1e-6] = np.asarray(SKIN) * 0.75
         parts.append((pos, colors, outward_triangles(pos, tris, center), e, a, np.full(len(pos), upper)))
     return parts
 
@@ -243,6 +317,8 @@ def build_head() -> MeshPart:
         return slice(offset, offset + len(pos))
 
     skin = add(skin_pos, skin_col, skin_tri, PART_SKIN)
+    brow_pos, brow_col, brow_tri = _brows(skin_pos, f["front"])
+    brows = add(brow_pos, brow_col, brow_tri, PART_SKIN)
     eyes = {side: add(*_eyeball(c), part) for side, c, part in
             (("Left", eye_l, PART_EYE_LEFT), ("Right", eye_r, PART_EYE_RIGHT))}
     lid_fields = {}
@@ -258,16 +334,24 @@ def build_head() -> MeshPart:
     triangles = np.concatenate([p[2] for p in pieces])
     n = len(positions)
 
-    # Per-vertex fields over the whole mesh (zero outside the skin).
-    def on_skin(values, fill=0.0):
-        out = np.full(n, fill, np.float64)
+    # Per-vertex fields over the whole mesh (zero outside the skin). The brows lie on the
+    # skin's front and take the fields of the skin there, so every morph carries them along.
+    brow_fields = {"u": brow_pos[:, 0] - HEAD_CENTER[0], "v": brow_pos[:, 1] - HEAD_CENTER[1],
+                   "front": np.ones(len(brow_pos)), "lower_twin": np.zeros(len(brow_pos)),
+                   "dirs_z": np.ones(len(brow_pos))}
+
+    def on_skin(values, fill=0.0, name=None):
+        out = np.full((n,) + np.shape(values)[1:], fill, np.float64)
         out[skin] = values
+        if name is not None:
+            out[brows] = brow_fields[name]
         return out
 
-    u, v, front = on_skin(f["u"]), on_skin(f["v"]), on_skin(f["front"])
+    u, v, front = on_skin(f["u"], name="u"), on_skin(f["v"], name="v"), on_skin(f["front"], name="front")
     mouth_v = f["mouth_v"]
-    twin = on_skin(f["lower_twin"].astype(float)) > 0
+    twin = on_skin(f["lower_twin"].astype(float), name="lower_twin") > 0
     is_skin = on_skin(1.0) > 0
+    is_skin[brows] = True
     lower = is_skin & (twin | (v < mouth_v - 1e-4))
     upper = is_skin & ~lower & (v >= mouth_v - 1e-4)
     left = smoothstep(-0.006, 0.006, u)
@@ -284,7 +368,7 @@ def build_head() -> MeshPart:
     depth = np.maximum(mouth_v - v, 0.0)
     in_mouth = 1 - smoothstep(MOUTH_HALF_WIDTH * 0.8, MOUTH_HALF_WIDTH * 1.8, np.abs(u))
     jaw = np.where(lower, np.maximum(in_mouth, smoothstep(0.0, 0.015, depth)), 0.0)
-    jaw *= smoothstep(-0.2, 0.4, on_skin(f["dirs"][:, 2], -1.0))
+    jaw *= smoothstep(-0.2, 0.4, on_skin(f["dirs"][:, 2], -1.0, name="dirs_z"))
     cav_jaw = np.zeros(n)
     cav_jaw[cavity] = np.clip((0.1 - cav_dirs[:, 1]) / 0.4, 0.0, 1.0)
     jaw = jaw + cav_jaw
@@ -357,6 +441,7 @@ def build_head() -> MeshPart:
                 squint[sl] = moved(e - reach * LID_SQUINT_RAD * 0.35)
             else:
                 reach = (e + LID_REACH) / (LOWER_LID_EDGE + LID_REACH)
+                blink[sl] = moved(e + reach * (LOWER_LID_CLOSED - LOWER_LID_EDGE))
                 squint[sl] = moved(e + reach * LID_SQUINT_RAD)
         m[f"eyeBlink{side}"], m[f"eyeWide{side}"], m[f"eyeSquint{side}"] = blink, wide, squint
 

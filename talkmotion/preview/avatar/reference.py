@@ -76,11 +76,12 @@ PRESET_BINDS: dict[str, dict[str, float]] = {
     "neutral": {},
 }
 # Eye-related presets: the lookAt type is "expression", so the look* presets move the eyes.
+# A gaze angle maps back to the eyeLook* weight it came from (labels.gaze_angles).
+_SIDEWAYS = {"inputMaxValue": labels.EYE_LOOK_FULL_YAW_DEG, "outputScale": 1.0}
+_UP_DOWN = {"inputMaxValue": labels.EYE_LOOK_FULL_PITCH_DEG, "outputScale": 1.0}
 LOOK_AT = {"offsetFromHeadBone": [0.0, 0.11, 0.08], "type": "expression",
-           "rangeMapHorizontalInner": {"inputMaxValue": 30.0, "outputScale": 1.0},
-           "rangeMapHorizontalOuter": {"inputMaxValue": 30.0, "outputScale": 1.0},
-           "rangeMapVerticalDown": {"inputMaxValue": 25.0, "outputScale": 1.0},
-           "rangeMapVerticalUp": {"inputMaxValue": 25.0, "outputScale": 1.0}}
+           "rangeMapHorizontalInner": _SIDEWAYS, "rangeMapHorizontalOuter": _SIDEWAYS,
+           "rangeMapVerticalDown": _UP_DOWN, "rangeMapVerticalUp": _UP_DOWN}
 
 
 def world_positions() -> dict[str, np.ndarray]:
