@@ -135,11 +135,16 @@ class Gltf:
             raise GltfError(f"{self.source}: bufferView {view_index} does not exist") from None
         if view.get("buffer", 0) != 0:
             raise GltfError(f"{self.source}: only single-buffer GLB files are supported")
-        start = view.get("byteOffset", 0) + offset
         element = dtype.itemsize * width
-        stride = view.get("byteStride") or element
+        view_offset, stride = view.get("byteOffset", 0), view.get("byteStride") or element
+        view_length = view.get("byteLength", 0)
+        numbers = (view_offset, view_length, offset, stride, count)
+        if not all(isinstance(v, int) and v >= 0 for v in numbers) or stride < element:
+            raise GltfError(f"{self.source}: bufferView {view_index} has a negative or non-integer offset, "
+                            f"length, count or stride")
+        start = view_offset + offset
         end = start + stride * (count - 1) + element if count else start
-        if end > len(self.binary) or end > view.get("byteOffset", 0) + view.get("byteLength", 0):
+        if end > len(self.binary) or end > view_offset + view_length:
             raise GltfError(f"{self.source}: bufferView {view_index} is shorter than its accessor needs")
         raw = np.frombuffer(self.binary, np.uint8, count=end - start, offset=start) if count else np.zeros(0, np.uint8)
         if stride == element:
