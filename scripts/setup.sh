@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up for a fresh Debian machine: system packages, the venv, Python
-# packages, the MediaPipe face model and the web viewer's npm packages.
+# packages, the MediaPipe face model, the default model's ONNX export, the
+# inference-only venv and the web viewer's npm packages.
 # Idempotent: each step checks what is already there and skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,16 @@ fi
 echo "setup: installing talkmotion and its extras"
 .venv/bin/pip install -q -e ".[all]"
 
-.venv/bin/python -m talkmotion.assets install
+.venv/bin/python -m talkmotion.assets install   # the face landmarker; the default model exported for ONNX Runtime
+
+# The inference-only install, as `pip install talkmotion[infer]` gives it: no torch. The tests
+# animate, stream and serve from it (tests/test_infer_install.py).
+if [ ! -x .venv-infer/bin/python ]; then
+  echo "setup: creating .venv-infer (inference only, no torch)"
+  python3 -m venv .venv-infer
+  .venv-infer/bin/pip install -q --upgrade pip
+fi
+.venv-infer/bin/pip install -q -e ".[infer]"
 if [ -f talkmotion/web/package.json ]; then
   if ! command -v npm >/dev/null; then  # the viewer's build needs Node.js 18+ and npm
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -13,21 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
+from . import labels
 from .audio import SAMPLE_RATE, SUPPORTED_FPS, AudioError, iter_audio, pcm16_to_float, resample
 from .errors import TalkmotionError, UsageError
 from .frames import Frames
 from .postprocess import PostOptions
-from .stream import Animator, add_backend_argument, make_runtime
+from .runtime import add_backend_argument
+from .stream import Animator
 
 PROGRESS_MIN_SECONDS = 30.0   # show a progress bar for inputs longer than this
 STDIN_BLOCK = 32_000          # bytes read from stdin at a time (1 s of 16 kHz 16-bit mono)
 MAX_STDIN_CHANNELS = 64       # ffmpeg's own ceiling on channels in one stream
 
 
-def animate_chunks(model, chunks, options: PostOptions | None = None, runtime=None, progress=None,
-                   style=None) -> Frames:
-    """Frames for an iterable of 16 kHz float chunks (the whole stream, flushed); `style` a StyleLayer."""
-    animator = Animator(model, options, runtime, style)
+def animate_chunks(model, chunks, options: PostOptions | None = None, progress=None, style=None) -> Frames:
+    """Frames for an iterable of 16 kHz float chunks (the whole stream, flushed); model: a runtime
+    (`talkmotion.load_model()`); `style` a StyleLayer."""
+    animator = Animator(model, options, style)
     parts, samples = [], 0
     for chunk in chunks:
         samples += chunk.size
@@ -35,24 +37,28 @@ def animate_chunks(model, chunks, options: PostOptions | None = None, runtime=No
         if progress is not None:
             progress.update(chunk.size / SAMPLE_RATE)
     parts.append(animator.flush().values)
-    values = np.concatenate(parts) if parts else np.zeros((0, model.dims.n_channels), np.float32)
+    values = np.concatenate(parts) if parts else np.zeros((0, labels.NUM_CHANNELS), np.float32)
     return Frames(values, fps=animator.fps, latency_ms=animator.latency_ms, model=animator.name,
                   duration=samples / SAMPLE_RATE)
 
 
-def animate_pcm(model, pcm: np.ndarray, options: PostOptions | None = None, runtime=None) -> Frames:
+def animate_pcm(model, pcm: np.ndarray, options: PostOptions | None = None) -> Frames:
     """Whole 16 kHz mono float signal → Frames."""
-    return animate_chunks(model, [np.asarray(pcm, np.float32)], options, runtime)
+    return animate_chunks(model, [np.asarray(pcm, np.float32)], options)
 
 
-def animate_file(model, path, options: PostOptions | None = None, runtime=None, progress: bool = False,
-                 style=None, allow_truncated: bool = False) -> Frames:
+def animate_file(model, path, options: PostOptions | None = None, progress: bool = False, style=None,
+                 allow_truncated: bool = False) -> Frames:
     """Audio or video file → Frames, decoded and animated in a stream (constant memory).
-    A truncated file is an AudioError unless `allow_truncated` (then a warning)."""
+
+    model: a runtime (`talkmotion.load_model()`); style: a StyleLayer (emotions). A truncated
+    file is an AudioError unless `allow_truncated` (then a warning). Returns Frames:
+    .blendshapes (T, 52), .head (T, 3) degrees, at the model's frame rate.
+    """
     bar = _progress_bar(path) if progress else None
     try:
         chunks = iter_audio(path, chunk_seconds=1.0, allow_truncated=allow_truncated)
-        frames = animate_chunks(model, chunks, options, runtime, bar, style)
+        frames = animate_chunks(model, chunks, options, bar, style)
     finally:
         if bar is not None:
             bar.close()
@@ -167,7 +173,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--avatar", default=None, help=".glb/.vrm avatar that .glb outputs animate "
                         "(default: the built-in reference head)")
     parser.add_argument("--fps", type=int, default=30, choices=SUPPORTED_FPS, help="output frame rate")
-    parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
+    parser.add_argument("--model", default=None,
+                        help="an exported model folder or a checkpoint (default: the embedded model)")
     add_backend_argument(parser)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for the model")
     parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="stdin PCM sample rate")
@@ -182,24 +189,21 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from .checkpoint import load_model
     from .postprocess import options_from_args
+    from .runtime import load_model
     from .style import layer_from_args
 
     check_flags(args)
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     plan = plan_outputs(args.inputs, args.out, formats)
     layer_from_args(args, SUPPORTED_FPS[0])  # bad emotion flags or timeline: refused before any work
-    options = options_from_args(args)
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    runtime = make_runtime(model, args.backend, args.threads)
+    options_from_args(args)                  # bad post-processing values too
+    model = load_model(args.model, args.backend, args.threads)
+    options = options_from_args(args, model.post_defaults)
     failed = []
     for source, outputs in zip(args.inputs, plan):
         try:
-            animate_one(args, model, runtime, options, source, outputs)
+            animate_one(args, model, options, source, outputs)
         except TalkmotionError as err:
             if not args.keep_going:
                 raise
@@ -226,19 +230,18 @@ def check_flags(args) -> None:
             raise UsageError(f"--channels {args.channels}: stdin PCM has 1..{MAX_STDIN_CHANNELS} channels")
 
 
-def animate_one(args, model, runtime, options, source: str, outputs: list[tuple[str, str]]) -> None:
-    """Animate one input and write its outputs."""
+def animate_one(args, model, options, source: str, outputs: list[tuple[str, str]]) -> None:
+    """Animate one input with `model` (a runtime) and write its outputs."""
     from .style import layer_from_args
 
     start = time.perf_counter()
-    style = layer_from_args(args, model.dims.fps)
+    style = layer_from_args(args, model.timing.fps)
     if source == "-":
-        frames = animate_chunks(model, stdin_chunks(args.sample_rate, args.channels), options, runtime,
-                                style=style)
+        frames = animate_chunks(model, stdin_chunks(args.sample_rate, args.channels), options, style=style)
         if frames.seconds == 0:
             raise AudioError("stdin: no audio samples received")
     else:
-        frames = animate_file(model, source, options, runtime, progress=not args.quiet, style=style,
+        frames = animate_file(model, source, options, progress=not args.quiet, style=style,
                               allow_truncated=args.allow_truncated)
     frames = frames.resample(args.fps)
     write_outputs(frames, outputs, args.avatar)

@@ -17,20 +17,13 @@ import numpy as np
 import scipy.fft
 
 from .errors import TalkmotionError
-
-SAMPLE_RATE = 16_000
-FPS = 30
-SUPPORTED_FPS = (24, 25, 30, 60)
+# The time constants live in timing.py; audio re-exports the ones most modules read with it.
+from .timing import (FPS, MEL_HOP, MEL_WINDOW, N_MELS, SAMPLE_RATE, SUPPORTED_FPS,  # noqa: F401
+                     frame_to_sample, num_frames)
 
 
 class AudioError(TalkmotionError, ValueError):
     """Audio that cannot be used; the message names the source and the problem."""
-
-
-def frame_to_sample(i: int | np.ndarray, fps: float = FPS, sr: int = SAMPLE_RATE):
-    """First sample of frame i."""
-    return np.round(np.asarray(i) * sr / fps).astype(np.int64) if isinstance(i, np.ndarray) \
-        else int(round(i * sr / fps))
 
 
 SILENT_POWER = 1e-10   # keeps the dB of digital silence finite (-100 dBFS)
@@ -67,11 +60,6 @@ def _frame_levels_loop(audio: np.ndarray, count: int, fps: float, first: int) ->
         power = float(np.dot(own, own)) / own.size if own.size else 0.0
         out[k] = 10 * math.log10(power + SILENT_POWER)
     return out
-
-
-def num_frames(num_samples: int, fps: float = FPS, sr: int = SAMPLE_RATE) -> int:
-    """Frames needed to cover `num_samples` of audio (the last one may be partial)."""
-    return int(math.ceil(num_samples * fps / sr - 1e-9))
 
 
 def check_pcm(pcm: np.ndarray, source: str) -> np.ndarray:
@@ -356,9 +344,9 @@ def write_wav(path: str | Path, pcm: np.ndarray, sr: int = SAMPLE_RATE) -> None:
 
 @dataclass(frozen=True)
 class MelSpec:
-    n_fft: int = 400      # 25 ms analysis window
-    hop: int = 160        # 10 ms between mel frames (100 per second)
-    n_mels: int = 80
+    n_fft: int = MEL_WINDOW   # 25 ms analysis window
+    hop: int = MEL_HOP        # 10 ms between mel frames (100 per second)
+    n_mels: int = N_MELS
     f_min: float = 50.0
     f_max: float = 7600.0
     floor: float = 1e-5   # power floor before the log, keeps silence finite

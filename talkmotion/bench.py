@@ -1,7 +1,10 @@
-"""`talkmotion bench`: streaming speed, latency and memory, with the seed's approach
-measured in the same run so the ratio is visible.
+"""`talkmotion bench`: what users get (`animate` end to end), streaming speed, latency and
+memory, with the seed's approach measured in the same run so the ratio is visible.
 
 Figures (all on the speech sample looped to length, one thread unless stated):
+  animate               `talkmotion animate IN -o OUT.json` in fresh processes on one core, default
+                        options: marginal real-time factor between a short and a long input (start-up
+                        cancels out) and the wall time of a 1 s input (start-up); fastest of 3 each
   stream_rtf            audio seconds per compute second, 20 ms chunks (fastest of 3 runs)
   chunk_p50/p99_ms      time of one push() of a 20 ms chunk
   cost_10s / cost_10min compute ms per audio second at both lengths (constant-cost check)
@@ -15,18 +18,25 @@ Figures (all on the speech sample looped to length, one thread unless stated):
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, load_audio, log_mel, num_frames
+from . import encoders
+from .audio import SAMPLE_RATE, load_audio, num_frames, write_wav
 from .model import shift_previous
+from .runtime import load_model, make_runtime
 from .stream import Animator
 
-CHUNK = 320  # 20 ms
+CHUNK = SAMPLE_RATE // 50   # 20 ms pushes, as a live source sends them
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -37,10 +47,15 @@ def speech(seconds: float) -> np.ndarray:
     return np.tile(base, reps)[: int(seconds * SAMPLE_RATE)]
 
 
-def stream_timing(model, pcm: np.ndarray, runtime=None, repeats: int = 1) -> dict:
+def batch_of(model, audio: np.ndarray) -> dict:
+    """Padded audio (B, N) → what the model's encoder reads, as training batches it."""
+    return {"pcm": torch.from_numpy(audio), **encoders.batch_inputs(model.dims.encoder, audio)}
+
+
+def stream_timing(runtime, pcm: np.ndarray, repeats: int = 1) -> dict:
     """Push `pcm` in 20 ms chunks; with repeats > 1, the figures of the fastest run
     (shared machines only ever add time, so the fastest run is the closest to the truth)."""
-    animator = Animator(model, runtime=runtime)
+    animator = Animator(runtime)
     animator.push(pcm[: SAMPLE_RATE])   # warm-up
     best = None
     for _ in range(repeats):
@@ -67,9 +82,8 @@ def recompute_baseline(model, pcm: np.ndarray, step_s: float = 0.5, buffer_s: fl
     start = time.perf_counter()
     for end in range(step, pcm.size + 1, step):
         audio = pcm[max(0, end - buf):end]
-        mel = torch.from_numpy(log_mel(audio))[None]
-        memory = model.audio_features(torch.from_numpy(audio)[None], mel)
-        frames = sum(1 for i in range(num_frames(audio.size, d.fps)) if d.frame_need(i) <= audio.size)
+        memory = model.features(batch_of(model, audio[None]))
+        frames = model.timing.frames_ready(audio.size)
         out = torch.zeros(1, 0, d.n_channels)
         for i in range(frames):
             pred = model(shift_previous(torch.cat([out, torch.zeros(1, 1, d.n_channels)], 1)), memory)
@@ -80,18 +94,13 @@ def recompute_baseline(model, pcm: np.ndarray, step_s: float = 0.5, buffer_s: fl
 @torch.no_grad()
 def offline_batch_rtf(model, pcm: np.ndarray, streams: int = 8, threads: int = 2) -> float:
     """Several clips decoded as one batch (the training/eval path), audio s per compute s."""
-    from .train import autoregressive_pass
-
     torch.set_num_threads(threads)
-    d = model.dims
-    t = num_frames(pcm.size, d.fps)
-    need = d.samples_for_frame(t - 1)
+    t = num_frames(pcm.size, model.dims.fps)
+    need = model.timing.samples_for_frame(t - 1)
     audio = np.concatenate([pcm, np.zeros(need - pcm.size, np.float32)])
-    batch = torch.from_numpy(np.stack([np.roll(audio, 1600 * k) for k in range(streams)]))
     start = time.perf_counter()
-    mel = torch.from_numpy(np.stack([log_mel(a) for a in batch.numpy()]))
-    memory = model.audio_features(batch, mel)
-    autoregressive_pass(model, memory, torch.zeros(streams, t, d.n_channels), 0.0, torch.Generator())
+    memory = model.features(batch_of(model, np.stack([np.roll(audio, 1600 * k) for k in range(streams)])))
+    model.free_run(memory, t)
     took = time.perf_counter() - start
     torch.set_num_threads(1)
     return streams * pcm.size / SAMPLE_RATE / took
@@ -104,10 +113,10 @@ def train_step_ratio(model, batch_size: int = 8, seconds: float = 4.0) -> dict:
     d = model.dims
     pcm = speech(seconds * batch_size)
     t = int(seconds * d.fps)
-    need = d.samples_for_frame(t - 1)
+    need = model.timing.samples_for_frame(t - 1)
     audio = np.stack([np.concatenate([c, np.zeros(need, np.float32)])[:need]
                       for c in np.split(pcm[: int(seconds * SAMPLE_RATE) * batch_size], batch_size)])
-    mel = torch.from_numpy(np.stack([log_mel(a) for a in audio]))
+    batch = batch_of(model, audio)
     targets = torch.rand(batch_size, t, d.n_channels) * 0.1
     model.train()
     gen = torch.Generator().manual_seed(0)
@@ -116,7 +125,7 @@ def train_step_ratio(model, batch_size: int = 8, seconds: float = 4.0) -> dict:
         whole, passes = [], []
         for _ in range(5):
             start = time.perf_counter()
-            memory = model.audio_features(torch.from_numpy(audio), mel)
+            memory = model.features(batch)
             fn(model, memory, targets, 0.5, gen).square().mean().backward()
             whole.append(time.perf_counter() - start)
             # The decoder passes alone (the part the two modes differ in): encoder out of the clock.
@@ -132,20 +141,48 @@ def train_step_ratio(model, batch_size: int = 8, seconds: float = 4.0) -> dict:
     return out
 
 
-def run_all(model, quick: bool = False, backends=("torch", "onnx")) -> dict:
+def animate_end_to_end(model: str | None = None, backend: str = "auto", long_s: float = 310.0,
+                       short_s: float = 10.0, repeats: int = 3) -> dict:
+    """`talkmotion animate IN -o OUT.json -q` in fresh processes, one core (the last this process
+    may use), one thread: the marginal real-time factor between a `short_s` and a `long_s`
+    input, which start-up and imports do not enter, and the wall time on a 1 s input."""
+    core = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    extra = (["--model", str(model)] if model else []) + ["--backend", backend]
+
+    def wall(path: Path) -> float:
+        cmd = [sys.executable, "-m", "talkmotion", "animate", str(path), "-o", str(path.with_suffix(".json")), "-q",
+               *extra]
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                           preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if core is not None else None)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    with tempfile.TemporaryDirectory() as tmp:
+        times = {}
+        for seconds in (1.0, short_s, long_s):
+            path = Path(tmp) / f"speech{int(seconds)}.wav"
+            write_wav(path, speech(seconds))
+            times[seconds] = wall(path)
+    return {"marginal_rtf": (long_s - short_s) / (times[long_s] - times[short_s]), "startup_1s_wall_s": times[1.0],
+            f"wall_{int(short_s)}s": times[short_s], f"wall_{int(long_s)}s": times[long_s],
+            "command": f"talkmotion animate IN -o OUT.json -q {' '.join(extra)} (OMP_NUM_THREADS=1, core {core})"}
+
+
+def run_all(model, quick: bool = False, backends=("torch", "onnx"), model_path: str | None = None) -> dict:
+    """Every figure; `model` is the TalkModel of `model_path` (None: the default model)."""
     torch.set_num_threads(1)
     long_s = 60.0 if quick else 600.0
     results = {"machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
-               "model": getattr(model, "name", "?"), "params": model.num_parameters(),
-               "latency_ms": model.dims.latency_ms}
+               "model": model.name, "params": model.num_parameters(), "latency_ms": model.timing.latency_ms,
+               "animate": animate_end_to_end(model_path, long_s=70.0 if quick else 310.0)}
     for backend in backends:
-        runtime = None
-        if backend == "onnx":
-            from .onnx_export import onnx_runtime
-
-            runtime = onnx_runtime(model, threads=1)
-        short = stream_timing(model, speech(10.0), runtime, repeats=3)
-        long = stream_timing(model, speech(long_s), runtime)
+        runtime = load_model(model_path, backend, threads=1) if backend == "onnx" else make_runtime(model, backend)
+        short = stream_timing(runtime, speech(10.0), repeats=3)
+        long = stream_timing(runtime, speech(long_s))
         results[backend] = {"stream_rtf": short["rtf"], "chunk_p50_ms": short["p50_ms"],
                             "chunk_p99_ms": short["p99_ms"], "cost_10s_ms_per_s": short["ms_per_audio_s"],
                             f"cost_{int(long_s)}s_ms_per_s": long["ms_per_audio_s"],
@@ -153,7 +190,7 @@ def run_all(model, quick: bool = False, backends=("torch", "onnx")) -> dict:
     baseline_s = 20.0 if quick else 60.0
     # Both sides best of two, so neither gains from the other's luck on a shared machine.
     results["recompute_baseline_rtf"] = max(recompute_baseline(model, speech(baseline_s)) for _ in range(2))
-    ours = stream_timing(model, speech(baseline_s), repeats=2)["rtf"]
+    ours = stream_timing(make_runtime(model), speech(baseline_s), repeats=2)["rtf"]
     results["speedup_vs_recompute"] = ours / results["recompute_baseline_rtf"]
     results["offline_batch_rtf_2threads"] = offline_batch_rtf(model, speech(10.0))
     results["train_step"] = train_step_ratio(model)
@@ -169,11 +206,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .checkpoint import load_model
+    from .checkpoint import load_checkpoint
     from .files import write_json
 
-    model = load_model(args.model)
-    results = run_all(model, args.quick, tuple(b for b in args.backend.split(",") if b))
+    model = load_checkpoint(args.model)
+    results = run_all(model, args.quick, tuple(b for b in args.backend.split(",") if b), args.model)
     print(json.dumps(results, indent=1))
     if args.json:
         write_json(args.json, results)

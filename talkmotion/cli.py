@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("talkmotion.train", "train or fine-tune a model from a config file"),
     "eval": ("talkmotion.eval", "score a model or label source against phoneme-timed clips"),
     "corpus": ("talkmotion.data.corpus", "build clip sets: `corpus synth` (TTS) or `corpus align` (speech + text)"),
-    "export-onnx": ("talkmotion.onnx_export", "export the streaming model to ONNX"),
+    "export": ("talkmotion.runtime.export", "export a model for ONNX Runtime: a folder that runs without torch"),
     "bench": ("talkmotion.bench", "measure streaming speed, latency and memory"),
     "render": ("talkmotion.preview.render", "render an MP4 preview of frames (or speech) on an avatar, with the audio"),
     "avatar": ("talkmotion.preview.avatar", "write the built-in reference avatar (.glb and VRM 1.0 .vrm)"),
@@ -44,24 +44,31 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    module = importlib.import_module(COMMANDS[args.command][0])
     try:
+        parser = build_parser(command if command in COMMANDS else None)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
     except TalkmotionError as err:
-        print(f"talkmotion {args.command}: error: {err}", file=sys.stderr)
+        print(f"talkmotion {command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        if (err.name or "talkmotion").split(".")[0] == "talkmotion":
+            raise
+        # An install without an optional part (e.g. the inference-only one, without torch).
+        print(f"talkmotion {command}: error: needs the Python package {err.name.split('.')[0]!r}, which is not "
+              f"installed here (README: Install without torch)", file=sys.stderr)
         return 2
     except OSError as err:   # a path the system refused (missing, not a folder, no permission, disk full)
         if err.filename is None:
             raise
-        print(f"talkmotion {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        print(f"talkmotion {command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"talkmotion {args.command}: interrupted", file=sys.stderr)
+        print(f"talkmotion {command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -1,7 +1,11 @@
 """Config files (TOML or JSON) onto frozen dataclasses.
 
-Nested dataclasses map onto nested tables. An unknown key is an error that names
-the valid ones; a value of the wrong type is an error that names the field.
+Nested dataclasses map onto nested tables; a field that holds one of several dataclasses
+(a Union, e.g. the model's encoder) picks it by the table's `kind`. An unknown key is an
+error that names the valid ones; a value of the wrong type, or outside a Literal's
+choices, is an error that names the field. A dataclass checks its own values in
+`__post_init__`, raising ConfigError("table.field must be ...") with its place in the
+training config, so `--set` overrides and files get the same one-line errors.
 """
 
 from __future__ import annotations
@@ -60,6 +64,16 @@ def from_dict(cls, data: dict, where: str = "config"):
     return cls(**kwargs)
 
 
+def _tagged(options: list[type], value, where: str):
+    """One of several dataclasses, chosen by the table's `kind`."""
+    kinds = {f.default: cls for cls in options for f in dataclasses.fields(cls) if f.name == "kind"}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table with a kind ({', '.join(kinds)}), got {value!r}")
+    if value.get("kind") not in kinds:
+        raise ConfigError(f"{where}.kind: {value.get('kind')!r} is not one of {', '.join(kinds)}")
+    return from_dict(kinds[value["kind"]], value, where)
+
+
 def _convert(hint, value, where):
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
@@ -71,10 +85,17 @@ def _convert(hint, value, where):
         item = args[0] if args else typing.Any
         items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(repr(c) for c in typing.get_args(hint))
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
     if origin is typing.Union or str(origin) == "types.UnionType":
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
+        if len(args) > 1 and all(dataclasses.is_dataclass(a) for a in args):
+            return _tagged(args, value, where)
         return _convert(args[0], value, where) if len(args) == 1 else value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -83,6 +104,31 @@ def _convert(hint, value, where):
     if origin is dict and not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a table, got {value!r}")
     return value
+
+
+def field_comments(cls) -> dict[str, str]:
+    """Each field's comment in `cls`'s source (its documentation), continuation lines joined."""
+    import inspect
+    import re
+
+    # The class's lines read straight from its file: inspect.getsource tokenizes the whole
+    # module, which every command's start-up would pay for.
+    lines = Path(inspect.getsourcefile(cls)).read_text(encoding="utf-8").splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(f"class {cls.__name__}"))
+    body = lines[first + 1:]
+    end = next((i for i, line in enumerate(body) if line and not line[0].isspace()), len(body))
+    comments: dict[str, str] = {}
+    current = None
+    for line in body[:end]:
+        field_line = re.match(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$", line)
+        if field_line and field_line.group(1) in {f.name for f in dataclasses.fields(cls)}:
+            current = field_line.group(1)
+            comments[current] = field_line.group(2) or ""
+        elif current and (more := re.match(r"^\s+#\s*(.*)$", line)):
+            comments[current] = f"{comments[current]} {more.group(1)}".strip()
+        else:
+            current = None
+    return comments
 
 
 def to_dict(obj) -> dict:

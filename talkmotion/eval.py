@@ -187,25 +187,23 @@ def _label_style(visemes, clip: Clip):
     return style_type(**{k: v for k, v in saved.items() if k in names}) if names <= set(saved) else None
 
 
-def model_source(spec: str, backend: str = "torch") -> tuple[Source, str]:
+def model_source(spec: str, backend: str = "auto") -> tuple[Source, str]:
     """`--model PATH` or `--model default`: the model's frames for each clip's audio, and its name.
 
     One runtime (`backend`) serves every clip, so the step is traced or exported once.
     """
     try:  # imported here: eval works on label sources without the model code
         from .animate import animate_pcm
-        from .checkpoint import load_model
-        from .stream import make_runtime
+        from .runtime import load_model
     except ImportError as err:
-        raise EvalError(f"--model needs the model code (talkmotion.animate, .checkpoint, .stream): {err}") from err
+        raise EvalError(f"--model needs the model code (talkmotion.animate, .runtime): {err}") from err
 
-    model = load_model(None if spec == "default" else spec)
-    runtime = make_runtime(model, backend)
+    model = load_model(None if spec == "default" else spec, backend)
 
     def predict(clip: Clip) -> np.ndarray:
-        return frames_to_values(animate_pcm(model, clip.audio, runtime=runtime), clip, f"model on clip {clip.id}")
+        return frames_to_values(animate_pcm(model, clip.audio), clip, f"model on clip {clip.id}")
 
-    return predict, getattr(model, "name", spec)
+    return predict, model.name
 
 
 def frames_source(folder: str | Path) -> Source:
@@ -467,7 +465,7 @@ def write_figure(path: str | Path, clips: list[Clip], predictions: dict[str, lis
 # --- command line --------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .stream import add_backend_argument   # here: scoring label sources needs no model code
+    from .runtime import add_backend_argument   # here: scoring label sources needs no model code
 
     parser.add_argument("data", metavar="DATA", help="dataset folder (clips + manifest*.json)")
     parser.add_argument("--model", metavar="M", help="checkpoint file, or 'default' for the embedded model")

@@ -263,10 +263,11 @@ async def run_stream(source: AsyncIterator[np.ndarray], animator, sinks: list[Si
 # --- command ----------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    from .stream import add_backend_argument
+    from .runtime import add_backend_argument
 
     parser.add_argument("input", help="audio/video file, 'mic', '-' (raw PCM on stdin) or ws://host:port/path")
-    parser.add_argument("--model", help="checkpoint (.safetensors); default: the embedded model")
+    parser.add_argument("--model", help="an exported model folder or a checkpoint (.safetensors); "
+                        "default: the embedded model")
     parser.add_argument("--vmc", metavar="HOST:PORT", action="append", default=[],
                         help="send VMC protocol (repeatable; default port 39539 for a marionette, "
                              "39540 for a performer)")
@@ -346,9 +347,9 @@ def build_sinks(args) -> list[Sink]:
 
 
 def run(args) -> int:
-    from .checkpoint import load_model
     from .postprocess import options_from_args
-    from .stream import Animator, make_runtime
+    from .runtime import load_model
+    from .stream import Animator
 
     from .style import layer_from_args
 
@@ -359,9 +360,9 @@ def run(args) -> int:
     inbox = StyleInbox()
     # the input is checked before the slow model load
     source = open_source(args.input, args.pcm_format, args.device, args.seconds, on_text=inbox)
-    model = load_model(args.model)
-    animator = Animator(model, options_from_args(args), runtime=make_runtime(model, args.backend),
-                        style=layer_from_args(args, model.dims.fps))
+    model = load_model(args.model, args.backend)
+    animator = Animator(model, options_from_args(args, model.post_defaults),
+                        style=layer_from_args(args, model.timing.fps))
     inbox.animator = animator
     logging.basicConfig(level=logging.WARNING, format="talkmotion stream: %(message)s")
     stats = asyncio.run(_stream(source, animator, sinks, realtime=not args.fast, model_name=animator.name))

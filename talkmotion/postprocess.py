@@ -280,21 +280,26 @@ def _wanted(setting: str, model_lacks_it: bool) -> bool:
     return setting == "on" or (setting == "auto" and model_lacks_it)
 
 
-def options_from_args(args) -> PostOptions:
-    """PostOptions from argparse fields of the same names (missing ones keep defaults)."""
+def options_from_args(args, defaults: PostOptions | None = None) -> PostOptions:
+    """PostOptions from argparse fields of the same names; the others keep `defaults` (the
+    model's, or PostOptions())."""
     fields = {f.name for f in dataclasses.fields(PostOptions)}
-    return PostOptions(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return dataclasses.replace(defaults or PostOptions(), **given)
 
 
 def add_arguments(parser) -> None:
-    """--mouth-gain, --head-scale, ... one flag per PostOptions field."""
+    """--mouth-gain, --head-scale, ... one flag per PostOptions field, its comment as help."""
+    from .config import field_comments
+
     group = parser.add_argument_group("post-processing")
+    comments = field_comments(PostOptions)
     for f in dataclasses.fields(PostOptions):
         flag = "--" + f.name.replace("_", "-")
         if f.name in OPTION_CHOICES:
             group.add_argument(flag, dest=f.name, choices=OPTION_CHOICES[f.name], default=None,
-                               help=f"default {f.default}")
+                               help=f"{comments[f.name]} (default {f.default})")
         else:
             lo, hi = OPTION_RANGES[f.name]
             group.add_argument(flag, dest=f.name, type=type(f.default), default=None,
-                               help=f"{_number(lo)}..{_number(hi)}, default {f.default}")
+                               help=f"{comments[f.name]} ({_number(lo)}..{_number(hi)}, default {f.default})")

@@ -496,10 +496,10 @@ class _GuardedProtocol(asyncio.Protocol):
 
 
 class TalkServer:
-    """The aiohttp application around one loaded model."""
+    """The aiohttp application around one loaded model (a runtime: `runtime.load_model`)."""
 
     def __init__(self, model, limits: ServeLimits = ServeLimits(), web_root: Path = WEB_ROOT,
-                 avatar_paths=None, workers: int | None = None, backend: str = "torch"):
+                 avatar_paths=None, workers: int | None = None):
         self.model, self.limits, self.web_root = model, limits, Path(web_root)
         self.avatar_paths = avatar_paths
         self.sessions = 0
@@ -507,18 +507,15 @@ class TalkServer:
         self.guard = ConnectionGuard(limits)
         self.executor = ThreadPoolExecutor(max_workers=workers or limits.max_sessions,
                                            thread_name_prefix="talkmotion-serve")
-        from .stream import make_runtime
-
-        # One runtime for every session: it holds no stream state, and both TorchScript and
-        # ONNX Runtime compute outside the GIL, so sessions in the worker threads run in parallel.
-        self.runtime = make_runtime(model, backend)
+        # One runtime (`model`) for every session: it holds no stream state, and both TorchScript
+        # and ONNX Runtime compute outside the GIL, so sessions in the worker threads run in parallel.
         probe = self.new_animator(None)
         self.fps, self.latency_ms, self.model_name = probe.fps, probe.latency_ms, probe.name
 
     def new_animator(self, options: PostOptions | None):
         from .stream import Animator
 
-        return Animator(self.model, options, runtime=self.runtime)
+        return Animator(self.model, options)
 
     async def compute(self, fn, *args):
         """Model work off the event loop, so one busy session never stalls the others' I/O."""
@@ -637,7 +634,7 @@ class TalkServer:
         """Decode and animate in one stream: memory holds one second of audio, never the file."""
         limit = self.limits.max_session_seconds
         try:
-            frames = animate_chunks(self.model, iter_audio(path, max_seconds=limit), options, self.runtime)
+            frames = animate_chunks(self.model, iter_audio(path, max_seconds=limit), options)
         except AudioTooLong as err:
             raise Refusal(str(err).replace(str(path), name), status=413) from None
         except AudioError as err:
@@ -770,11 +767,12 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")   # listen on every interface
 
 
 def add_arguments(parser) -> None:
-    from .stream import add_backend_argument
+    from .runtime import add_backend_argument
 
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--model", help="checkpoint (.safetensors); default: the embedded model")
+    parser.add_argument("--model", help="an exported model folder or a checkpoint (.safetensors); "
+                        "default: the embedded model")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="also accept browser pages from ORIGIN (e.g. http://localhost:5173); '*' = any")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
@@ -786,7 +784,7 @@ def add_arguments(parser) -> None:
         parser.add_argument(flag, type=kind, default=kind(default), help=f"{text} (default {default:g})")
     add_backend_argument(parser)
     parser.add_argument("--torch-threads", type=int, default=1,
-                        help="PyTorch threads per computation; sessions already run in parallel")
+                        help="threads per computation; sessions already run in parallel")
 
 
 def limits_from_args(args) -> ServeLimits:
@@ -804,19 +802,16 @@ def limits_from_args(args) -> ServeLimits:
 
 
 def run(args) -> int:
-    import torch
-
-    from .checkpoint import load_model
+    from .runtime import load_model
 
     if not 0 < args.port < 2**16:
         raise ServeError(f"--port {args.port}: a port is 1..65535")
     if args.torch_threads < 1:
         raise ServeError(f"--torch-threads {args.torch_threads}: must be at least 1")
     limits = limits_from_args(args)
-    torch.set_num_threads(args.torch_threads)
     logging.basicConfig(level=logging.WARNING, format="talkmotion serve: %(message)s")
     logging.getLogger("talkmotion").setLevel(logging.INFO)  # refusals and dropped clients, one line each
-    server = TalkServer(load_model(args.model), limits, backend=args.backend)
+    server = TalkServer(load_model(args.model, args.backend, args.torch_threads), limits)
     try:
         asyncio.run(_serve_forever(server, args.host, args.port))
     except KeyboardInterrupt:

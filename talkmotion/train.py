@@ -1,46 +1,67 @@
 """Training: `talkmotion train CONFIG.toml [--init CKPT] [--set key=value ...]`.
 
-Masked smooth-L1 on normalised labels plus a velocity term; optionally a phone loss
+Read top to bottom: the config, the loss, the objective (the one module training
+differentiates), the Trainer (set-up, one step, validation, checkpoints, the loop).
+
+Loss: masked smooth-L1 on normalised labels plus a velocity term; optionally a phone loss
 that teaches the audio encoder the phones of clips with timings. Scheduled sampling two
 ways (config `sampling.mode`):
-  autoregressive  the seed's loop: frame by frame through the KV-cached step, each
-                  frame fed the ground truth with probability p, else the model's own
-                  previous output;
+  autoregressive  the seed's loop: frame by frame through the model's cached step
+                  (`TalkModel.free_run`, the path streaming uses), each frame fed the
+                  ground truth with probability p, else the model's own previous output;
   parallel        two passes: a teacher-forced pass predicts every frame at once, then
                   a second pass is fed the ground truth with probability p, else those
                   predictions. Much faster per step; same idea.
 p falls from `tf_start` to `tf_end` over `tf_ramp_steps`.
 
-AdamW with warm-up and cosine decay, gradient clipping, EMA weights (the exported
-model), mixed precision where the device has it, a checkpoint every N steps with
-exact resume (weights, EMA, optimizer, RNG, step — the data is a function of the
-step), TensorBoard scalars, validation loss and lip metrics. Data-parallel under
-`torchrun` (gloo on CPU, nccl on GPU).
+AdamW (no decay on norms, biases and position tables) with warm-up and cosine decay,
+gradient clipping, EMA weights (the exported model), bf16 autocast where asked, a
+checkpoint every N steps with exact resume (weights, EMA, optimizer, RNG, step — the
+data is a function of the step), TensorBoard scalars, free-running validation loss and lip
+metrics. Data-parallel under `torchrun` (gloo on CPU, nccl on GPU). A loss or gradient
+that is not finite stops training with an error, the last checkpoint kept.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import labels
-from .checkpoint import load_model, save_model
+from .checkpoint import (load_checkpoint, load_training_state, optimizer_state, optimizer_tensors,
+                         save_checkpoint, save_training_state)
 from .config import ConfigError, load as load_config, to_dict
-from .data.dataset import ClipSet, DataConfig, StepBatches, whole_clip_batch
+from .data.dataset import ClipSet, DataConfig, StepBatches, has_split, whole_clip_batch
 from .data.phonemes import NO_PHONE, PHONE_CLASSES
-from .files import atomic_path, write_json
+from .errors import TalkmotionError
+from .files import write_json
 from .metrics import summary_metrics
 from .model import ModelDims, TalkModel, shift_previous
 
 MOUTH_CLOSE = labels.index("mouthClose")
+
+
+class TrainingError(TalkmotionError, RuntimeError):
+    """Training cannot go on (a non-finite loss); the message says what is kept."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -48,20 +69,40 @@ class OptimConfig:
     steps: int = 4000
     batch_size: int = 16
     lr: float = 2e-3
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01      # AdamW decay of weight matrices (never of norms, biases, position tables)
     warmup_steps: int = 200
     min_lr_ratio: float = 0.05      # cosine decay floor, as a share of lr
     grad_clip: float = 1.0
     ema_decay: float = 0.998
-    amp: str = "auto"               # "auto": bf16 autocast on CUDA when supported; "off"; "bf16"
+    amp: Literal["auto", "off", "bf16"] = "auto"   # "auto": bf16 autocast on CUDA when supported
+
+    def __post_init__(self):
+        _check(self.steps >= 1, f"optim.steps must be at least 1, got {self.steps}")
+        _check(self.batch_size >= 1, f"optim.batch_size must be at least 1, got {self.batch_size}")
+        _check(_finite(self.lr) and self.lr > 0, f"optim.lr must be a finite number above 0, got {self.lr}")
+        _check(_finite(self.weight_decay) and self.weight_decay >= 0,
+               f"optim.weight_decay must be a finite number, 0 or more, got {self.weight_decay}")
+        _check(self.warmup_steps >= 0, f"optim.warmup_steps must be 0 or more, got {self.warmup_steps}")
+        _check(_finite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1,
+               f"optim.min_lr_ratio must be between 0 and 1, got {self.min_lr_ratio}")
+        _check(_finite(self.grad_clip) and self.grad_clip > 0,
+               f"optim.grad_clip must be a finite number above 0, got {self.grad_clip}")
+        _check(_finite(self.ema_decay) and 0 <= self.ema_decay < 1,
+               f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    mode: str = "parallel"          # "parallel" (two-pass) or "autoregressive" (the seed's loop)
+    mode: Literal["parallel", "autoregressive"] = "parallel"   # two-pass, or the seed's frame loop
     tf_start: float = 1.0           # teacher-forcing probability at step 0
     tf_end: float = 0.2             # ... after tf_ramp_steps (the seed's published model used 0.2)
     tf_ramp_steps: int = 2000
+
+    def __post_init__(self):
+        for name in ("tf_start", "tf_end"):
+            _check(_finite(getattr(self, name)) and 0 <= getattr(self, name) <= 1,
+                   f"sampling.{name} must be between 0 and 1, got {getattr(self, name)}")
+        _check(self.tf_ramp_steps >= 0, f"sampling.tf_ramp_steps must be 0 or more, got {self.tf_ramp_steps}")
 
 
 @dataclass(frozen=True)
@@ -78,14 +119,11 @@ class LossConfig:
 
     def __post_init__(self):
         for name in ("beta", "velocity_weight", "std_floor", "closure_weight", "closure_level", "phone_weight"):
-            if not math.isfinite(getattr(self, name)):
-                raise ConfigError(f"loss.{name} must be a finite number, got {getattr(self, name)}")
+            _check(_finite(getattr(self, name)), f"loss.{name} must be a finite number, got {getattr(self, name)}")
         for name in ("velocity_weight", "closure_weight", "phone_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"loss.{name} must be 0 or more, got {getattr(self, name)}")
+            _check(getattr(self, name) >= 0, f"loss.{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("beta", "std_floor"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"loss.{name} must be above 0, got {getattr(self, name)}")
+            _check(getattr(self, name) > 0, f"loss.{name} must be above 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -98,7 +136,8 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 500
     init: str = ""                  # fine-tune from this checkpoint (its dims win)
-    export: str = ""                # also write the final EMA model here (e.g. the default model path)
+    export: str = ""                # also write the final EMA model here (never over a file, unless...)
+    export_overwrite: bool = False  # ...this is set: replacing a shipped model is a deliberate act
     export_fp16: bool = True        # store exported weights as float16 (half the size)
     model: ModelDims = field(default_factory=ModelDims)
     data: DataConfig = field(default_factory=DataConfig)
@@ -106,8 +145,14 @@ class TrainConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
+    def __post_init__(self):
+        for name in ("log_every", "eval_every", "checkpoint_every"):
+            _check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        _check(self.threads >= 0, f"threads must be 0 (torch's default) or more, got {self.threads}")
+        _check(not self.init or Path(self.init).is_file(), f"init: no such checkpoint {self.init!r}")
 
-# --- loss and scheduled sampling -----------------------------------------------------------
+
+# --- loss -----------------------------------------------------------------------------------
 
 def masked_loss(pred, target, mask, scale, cfg: LossConfig) -> torch.Tensor:
     """Smooth-L1 on (pred - target) / scale where mask, plus the same on frame differences.
@@ -161,37 +206,59 @@ def teacher_forcing(step: int, cfg: SamplingConfig) -> float:
 
 def parallel_pass(model: TalkModel, memory, targets, p_tf: float, gen: torch.Generator):
     """Two-pass scheduled sampling: (B, T, C) predictions with gradients."""
-    prev_gt = shift_previous(targets)
+    prev_truth = shift_previous(targets)
     with torch.no_grad():
-        first = model(prev_gt, memory.detach())
-    use_gt = torch.rand(targets.shape[:2] + (1,), generator=gen) < p_tf
-    return model(torch.where(use_gt, prev_gt, shift_previous(first)), memory)
+        first = model(prev_truth, memory.detach())
+    use_truth = torch.rand(targets.shape[:2] + (1,), generator=gen) < p_tf
+    return model(torch.where(use_truth, prev_truth, shift_previous(first)), memory)
 
 
 def autoregressive_pass(model: TalkModel, memory, targets, p_tf: float, gen: torch.Generator):
-    """The seed's loop: frame by frame through the cached step, feeding truth or own output."""
-    d = model.dims
-    b, t, c = targets.shape
-    kv = model.decoder.memory_kv(memory)                                   # (L, B, H, J, 2*dh)
-    cache = kv.new_zeros(d.n_layers, b, d.n_heads, d.self_window - 1, kv.shape[-1])
-    cache_valid = torch.zeros(b, d.self_window - 1, dtype=torch.bool)
-    prev = torch.zeros(b, 1, c)
-    outputs = []
-    for i in range(t):
-        last = int(d.last_feature_for_frame(i))
-        idx = torch.arange(last - d.audio_window + 1, last + 1)
-        valid = (idx >= 0).expand(b, -1)
-        window = kv[:, :, :, idx.clamp(min=0)]
-        out, cache = model.decoder.step(model.normalise(prev), window, valid, cache, cache_valid)
-        out = model.finish(out)
-        cache_valid = torch.cat([cache_valid[:, 1:], torch.ones(b, 1, dtype=torch.bool)], dim=1)
-        outputs.append(out)
-        use_gt = torch.rand(b, 1, 1, generator=gen) < p_tf
-        prev = torch.where(use_gt, targets[:, i:i + 1], out)
-    return torch.cat(outputs, dim=1)
+    """The seed's loop, through the model's cached step: (B, T, C) predictions with gradients."""
+    return model.free_run(memory, targets.shape[1], targets, p_tf, gen)
 
 
-# --- the loop --------------------------------------------------------------------------------
+PASSES = {"parallel": parallel_pass, "autoregressive": autoregressive_pass}
+
+
+class Objective(torch.nn.Module):
+    """The training loss of a batch: everything training differentiates in one module, so
+    data-parallel training (DDP wraps this) averages every gradient, the phone head's too."""
+
+    def __init__(self, model: TalkModel, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+        self.phone_head = PhoneHead(model.dims.d_model) if cfg.loss.phone_weight else None
+
+    def forward(self, batch: dict, p_tf: float, gen: torch.Generator) -> torch.Tensor:
+        model = self.model
+        targets = torch.where(batch["mask"], batch["labels"], model.label_mean)
+        with _autocast(self.cfg.optim.amp):
+            memory = model.features(batch)
+            pred = PASSES[self.cfg.sampling.mode](model, memory, targets, p_tf, gen)
+        loss = masked_loss(pred.float(), batch["labels"], batch["mask"], model.label_std, self.cfg.loss)
+        if self.phone_head is not None:
+            loss = loss + self.cfg.loss.phone_weight * self.phone_head.loss(memory.float(), batch["phones"])
+        return loss
+
+
+def _autocast(amp: str):
+    on_cuda = torch.cuda.is_available()
+    if amp == "bf16" or (amp == "auto" and on_cuda and torch.cuda.is_bf16_supported()):
+        return torch.autocast("cuda" if on_cuda else "cpu", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight matrices decay; norms, biases (1-D) and position tables (`*_pos`) do not."""
+    decay, keep = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (keep if p.ndim < 2 or name.endswith("_pos") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+# --- the trainer -------------------------------------------------------------------------------
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, rank: int = 0, world: int = 1):
@@ -200,38 +267,32 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.train_set = ClipSet(cfg.data, cfg.data.train_split)
-        self.val_set = self._val_set()
-        self.model = self._build_model()
-        self.phone_head = PhoneHead(self.model.dims.d_model) if cfg.loss.phone_weight else None
+        data = cfg.data
+        self.train_set = ClipSet(data, data.train_split)
+        validating = data.max_val_clips > 0 and has_split(data, data.val_split)
+        self.val_set = ClipSet(data, data.val_split, data.max_val_clips) if validating else None
+        self.model = self._fine_tune_start(cfg.init) if cfg.init else self._new_model()
+        self.objective = Objective(self.model, cfg)
+        if world > 1:   # every gradient averaged; DDP starts every rank from rank 0's weights
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.step_loss = DistributedDataParallel(self.objective, find_unused_parameters=True)
+        else:
+            self.step_loss = self.objective
+        self.params = [p for p in self.objective.parameters() if p.requires_grad]
+        self.optim = torch.optim.AdamW(param_groups(self.objective, cfg.optim.weight_decay), lr=cfg.optim.lr)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.ddp = self._wrap_ddp()
-        self.params = list(self.model.parameters()) + (list(self.phone_head.parameters()) if self.phone_head else [])
-        self.optim = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.step = 0
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-        self.writer = None
         self.history: list[dict] = []
 
-    def _val_set(self):
-        try:
-            return ClipSet(self.cfg.data, self.cfg.data.val_split, limit=self.cfg.data.max_val_clips)
-        except ValueError:
-            return None
-
-    def _build_model(self) -> TalkModel:
-        cfg = self.cfg
-        if cfg.init:
-            return self._fine_tune_start(cfg.init)
-        model = TalkModel(cfg.model).train()
+    def _new_model(self) -> TalkModel:
+        model = TalkModel(self.cfg.model, name=self.cfg.name).train()
         mean, std, valid = self.train_set.label_stats()
         model.label_mean.copy_(torch.from_numpy(mean))
-        model.label_std.copy_(torch.from_numpy(np.maximum(std, cfg.loss.std_floor)))
+        model.label_std.copy_(torch.from_numpy(np.maximum(std, self.cfg.loss.std_floor)))
         model.trained.copy_(torch.from_numpy(valid))
-        if cfg.model.encoder == "mel":
-            mel_mean, mel_std = self.train_set.mel_stats()
-            model.encoder.mel_mean.copy_(torch.from_numpy(mel_mean))
-            model.encoder.mel_std.copy_(torch.from_numpy(mel_std))
+        model.encoder.fit_to(self.train_set.clips)
         # Start the blendshape head at the data mean, so early outputs are plausible.
         blend_mean = torch.from_numpy(np.clip(mean[labels.BLENDSHAPE_SLICE], 1e-3, 1 - 1e-3))
         with torch.no_grad():
@@ -244,7 +305,8 @@ class Trainer:
         Its normalisation is kept for the channels it knows (the fed-back frames must
         look as they did in training); new channels take the new data's statistics.
         """
-        model = load_model(path).train()
+        model = load_checkpoint(path).train()
+        model.name = self.cfg.name
         mean, std, valid = self.train_set.label_stats()
         new = torch.from_numpy(valid) & ~model.trained
         with torch.no_grad():
@@ -257,17 +319,6 @@ class Trainer:
                   + (f"; also learning {', '.join(added)}" if added else ""))
         return model
 
-    def _wrap_ddp(self):
-        if self.world == 1:
-            return self.model
-        from torch.nn.parallel import DistributedDataParallel
-
-        for buf in self.model.buffers():   # same normalisation everywhere: rank 0's
-            torch.distributed.broadcast(buf, 0)
-        for p in self.phone_head.parameters() if self.phone_head else ():   # outside DDP: same start
-            torch.distributed.broadcast(p.data, 0)
-        return DistributedDataParallel(self.model, find_unused_parameters=True)
-
     # --- one step ---
     def lr_at(self, step: int) -> float:
         o = self.cfg.optim
@@ -277,158 +328,94 @@ class Trainer:
         cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * cosine)
 
-    def loss_on(self, batch, p_tf: float) -> torch.Tensor:
-        model = self.model
-        scale = model.label_std
-        targets = torch.where(batch["mask"], batch["labels"], model.label_mean)
-        with self._autocast():
-            memory = model.audio_features(batch["pcm"], batch["mel"])
-            if self.cfg.sampling.mode == "parallel":
-                pred = parallel_pass(self.ddp, memory, targets, p_tf, self.gen)
-            elif self.cfg.sampling.mode == "autoregressive":
-                pred = autoregressive_pass(model, memory, targets, p_tf, self.gen)
-            else:
-                raise ConfigError(f"sampling.mode must be 'parallel' or 'autoregressive', "
-                                  f"not {self.cfg.sampling.mode!r}")
-        loss = masked_loss(pred.float(), batch["labels"], batch["mask"], scale, self.cfg.loss)
-        if self.phone_head is not None:
-            loss = loss + self.cfg.loss.phone_weight * self.phone_head.loss(memory.float(), batch["phones"])
-        return loss
-
-    def _autocast(self):
-        amp = self.cfg.optim.amp
-        on_cuda = torch.cuda.is_available()
-        if amp == "bf16" or (amp == "auto" and on_cuda and torch.cuda.is_bf16_supported()):
-            return torch.autocast("cuda" if on_cuda else "cpu", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
-
-    def batches(self, last: int):
-        """Batches for steps self.step .. last-1, prepared ahead by loader workers."""
-        cfg = self.cfg
-        steps = StepBatches(self.train_set, self.step, last, self.rank, cfg.optim.batch_size, self.model.dims,
-                            cfg.seed)
-        workers = cfg.data.workers
-        return iter(torch.utils.data.DataLoader(steps, batch_size=None, num_workers=workers,
-                                                prefetch_factor=4 if workers else None,
-                                                persistent_workers=False))
-
     def train_step(self, batch) -> float:
-        cfg = self.cfg
         for group in self.optim.param_groups:
             group["lr"] = self.lr_at(self.step)
-        loss = self.loss_on(batch, teacher_forcing(self.step, cfg.sampling))
+        loss = self.step_loss(batch, teacher_forcing(self.step, self.cfg.sampling), self.gen)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
-        self._average_phone_head_grads()
-        torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+        # After DDP's averaging the norm is the same on every rank, so all ranks stop together.
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            saved = self.out / "state.safetensors"
+            raise TrainingError(f"step {self.step + 1}: the loss ({loss.item():.4g}) or its gradient "
+                                f"({norm.item():.4g}) is not finite; training stopped, "
+                                + (f"{saved} keeps the last checkpoint" if saved.exists() else "nothing was saved"))
         self.optim.step()
-        self._update_ema()
+        with torch.no_grad():
+            decay = min(self.cfg.optim.ema_decay, (1 + self.step) / (10 + self.step))
+            for k, v in self.model.state_dict().items():
+                if v.is_floating_point():
+                    self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+                else:
+                    self.ema[k].copy_(v)
         self.step += 1
         return loss.item()
-
-    def _average_phone_head_grads(self) -> None:
-        """DDP averages the model's gradients; the phone head lives outside it."""
-        if self.world == 1 or self.phone_head is None:
-            return
-        for p in self.phone_head.parameters():
-            if p.grad is not None:
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= self.world
-
-    @torch.no_grad()
-    def _update_ema(self):
-        decay = min(self.cfg.optim.ema_decay, (1 + self.step) / (10 + self.step))
-        for k, v in self.model.state_dict().items():
-            if v.is_floating_point():
-                self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
-            else:
-                self.ema[k].copy_(v)
 
     # --- validation ---
     @torch.no_grad()
     def validate(self) -> dict:
-        """Free-running (no teacher forcing) loss and lip metrics on validation clips, EMA weights."""
+        """Free-running loss and lip metrics on validation clips, EMA weights, the streaming path."""
         if self.val_set is None:
             return {}
         model = self.ema_model()
+        head = self.objective.phone_head
         losses, preds, phones_right, phones_known = [], [], 0, 0
-        clips = self.val_set.clips
-        for clip in clips:
+        for clip in self.val_set.clips:
             batch = whole_clip_batch(clip, model.dims)
-            memory = model.audio_features(batch["pcm"], batch["mel"])
-            pred = autoregressive_pass(model, memory, batch["labels"], 0.0, self.gen)
-            losses.append(float(masked_loss(pred, batch["labels"], batch["mask"], model.label_std,
-                                            self.cfg.loss)))
+            memory = model.features(batch)
+            pred = model.free_run(memory, batch["labels"].shape[1])
+            losses.append(float(masked_loss(pred, batch["labels"], batch["mask"], model.label_std, self.cfg.loss)))
             preds.append(pred[0].numpy())
-            if self.phone_head is not None:
-                right, known = self.phone_head.hits(memory, batch["phones"])
+            if head is not None:
+                right, known = head.hits(memory, batch["phones"])
                 phones_right, phones_known = phones_right + right, phones_known + known
         report = {"val_loss": float(np.mean(losses))}
         if phones_known:
             report["phone_accuracy"] = phones_right / phones_known
-        report.update(summary_metrics(clips, preds))
+        report.update(summary_metrics(self.val_set.clips, preds))
         return report
 
     def ema_model(self) -> TalkModel:
-        model = TalkModel(self.model.dims)
+        model = copy.deepcopy(self.model)
         model.load_state_dict(self.ema)
-        model.name = self.cfg.name
         return model.eval()
 
     # --- checkpoints ---
-    def save_state(self) -> None:
-        """Everything needed to continue exactly: weights, EMA, optimizer, RNG, step."""
-        from safetensors.torch import save_file
-
-        tensors = {f"model.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
-        tensors.update({f"ema.{k}": v.contiguous() for k, v in self.ema.items()})
-        optim_state = self.optim.state_dict()
-        for i, st in optim_state["state"].items():
-            for name, value in st.items():
-                tensors[f"optim.{i}.{name}"] = torch.as_tensor(value).contiguous()
-        if self.phone_head is not None:
-            tensors.update({f"phone_head.{k}": v.contiguous() for k, v in self.phone_head.state_dict().items()})
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.gen"] = self.gen.get_state()
-        meta = {"step": self.step, "param_groups": optim_state["param_groups"], "history": self.history,
-                "config": to_dict(self.cfg)}
+    def save(self) -> None:
+        """Everything needed to continue exactly (weights, EMA, optimizer, RNG, step), and the EMA model."""
+        optim = self.optim.state_dict()
+        groups = {"model": self.model.state_dict(), "ema": self.ema, "optim": optimizer_tensors(optim["state"]),
+                  "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state()}}
+        if self.objective.phone_head is not None:
+            groups["phone_head"] = self.objective.phone_head.state_dict()
+        record = {"step": self.step, "param_groups": optim["param_groups"], "history": self.history,
+                  "config": to_dict(self.cfg)}
         self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.out / "state.safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata={"talkmotion.train": json.dumps(meta)})
-        save_model(self.out / "model.safetensors", self.ema_model(), self.cfg.name, self.training_record())
+        save_training_state(self.out / "state.safetensors", groups, record)
+        save_checkpoint(self.out / "model.safetensors", self.ema_model(), self.training_record())
 
-    def load_state(self) -> bool:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
+    def resume(self) -> bool:
         path = self.out / "state.safetensors"
         if not path.exists():
             return False
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["talkmotion.train"])
-        self._check_resumable(path, meta["config"])
-        t = load_file(str(path))
-        self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        self.ema = {k[4:]: v for k, v in t.items() if k.startswith("ema.")}
-        head = {k[11:]: v for k, v in t.items() if k.startswith("phone_head.")}
-        if self.phone_head is not None and head:
-            self.phone_head.load_state_dict(head)
-        state: dict = {}
-        for k, v in t.items():
-            if k.startswith("optim."):
-                _, i, name = k.split(".", 2)
-                state.setdefault(int(i), {})[name] = v
-        self.optim.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        torch.set_rng_state(t["rng.torch"])
-        self.gen.set_state(t["rng.gen"])
-        self.step, self.history = meta["step"], meta["history"]
+        groups, record = load_training_state(path)
+        self._check_resumable(path, record["config"], "phone_head" in groups)
+        self.model.load_state_dict(groups["model"])
+        self.ema = groups["ema"]
+        if self.objective.phone_head is not None:
+            self.objective.phone_head.load_state_dict(groups["phone_head"])
+        self.optim.load_state_dict({"state": optimizer_state(groups["optim"]), "param_groups": record["param_groups"]})
+        torch.set_rng_state(groups["rng"]["torch"])
+        self.gen.set_state(groups["rng"]["gen"])
+        self.step, self.history = record["step"], record["history"]
         return True
 
-    def _check_resumable(self, path: Path, saved: dict) -> None:
+    def _check_resumable(self, path: Path, saved: dict, saved_phone_head: bool) -> None:
         """The saved run's parameters must be this run's: same model, same start, phone loss on or off alike."""
         now = to_dict(self.cfg)
         differ = [key for key in ("model", "init") if json.dumps(saved.get(key)) != json.dumps(now[key])]
-        if (saved.get("loss", {}).get("phone_weight", 0) > 0) != (self.phone_head is not None):
+        if saved_phone_head != (self.objective.phone_head is not None):
             differ.append("loss.phone_weight (on or off)")
         if differ:
             raise ConfigError(f"{path}: cannot resume, the run was started with other {', '.join(differ)}; "
@@ -438,55 +425,68 @@ class Trainer:
         return {"steps": self.step, "config": to_dict(self.cfg), "history": self.history[-20:],
                 "sources": [s.path for s in self.cfg.data.sources], "world_size": self.world}
 
-    # --- run ---
+    # --- the loop ---
     def fit(self, until: int | None = None) -> dict:
         """Train to `optim.steps` (or stop early at step `until`, as a killed run would)."""
         cfg = self.cfg
-        if self.load_state() and self.rank == 0:
+        if self.resume() and self.rank == 0:
             print(f"train: resumed {self.out} at step {self.step}")
+        if cfg.export and self.step < cfg.optim.steps:   # refuse now, not after hours of training
+            self._check_export()
+        writer = None
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", to_dict(cfg))
-            self.writer = _tensorboard(self.out)
+            writer = _tensorboard(self.out)
         bar = _progress(self.step, cfg.optim.steps, self.rank)
-        last = {}
-        t0, running = time.time(), []
+        last, t0, running = {}, time.time(), []
         last_step = min(cfg.optim.steps, until or cfg.optim.steps)
-        for batch in self.batches(last_step):
+        batches = StepBatches(self.train_set, self.step, last_step, self.rank, cfg.optim.batch_size,
+                              self.model.dims, cfg.seed)
+        workers = cfg.data.workers
+        for batch in torch.utils.data.DataLoader(batches, batch_size=None, num_workers=workers,
+                                                 prefetch_factor=4 if workers else None):
             running.append(self.train_step(batch))
             bar.update(1)
             if self.rank != 0:
                 continue
-            if self.step % cfg.log_every == 0 or self.step == cfg.optim.steps:
+            done = self.step == cfg.optim.steps
+            if self.step % cfg.log_every == 0 or done:
                 last = {"step": self.step, "loss": float(np.mean(running)), "lr": self.lr_at(self.step),
                         "tf": teacher_forcing(self.step, cfg.sampling), "sec": round(time.time() - t0, 1)}
                 running = []
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
-                self._log(last, "train")
-            if self.step % cfg.eval_every == 0 or self.step == cfg.optim.steps:
+                self._log(last, "train", writer)
+            if self.step % cfg.eval_every == 0 or done:
                 val = self.validate()
                 if val:
-                    self._log({"step": self.step, **val}, "val")
+                    self._log({"step": self.step, **val}, "val", writer)
                     last.update(val)
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.optim.steps:
-                self.save_state()
+            if self.step % cfg.checkpoint_every == 0 or done:
+                self.save()
         bar.close()
         if self.rank == 0:
             if not (self.out / "model.safetensors").exists():
-                self.save_state()
-            if cfg.export:
-                dtype = torch.float16 if cfg.export_fp16 else None
-                save_model(cfg.export, self.ema_model(), cfg.name, self.training_record(), dtype=dtype)
-            if self.writer:
-                self.writer.close()
+                self.save()
+            if cfg.export and self.step == cfg.optim.steps:
+                self._check_export()
+                save_checkpoint(cfg.export, self.ema_model(), self.training_record(),
+                                dtype=torch.float16 if cfg.export_fp16 else None)
+            if writer:
+                writer.close()
         return last
 
-    def _log(self, record: dict, kind: str) -> None:
+    def _check_export(self) -> None:
+        export = self.cfg.export
+        _check(self.cfg.export_overwrite or not Path(export).exists(),
+               f"export: {export} already exists; set export_overwrite = true to replace it")
+
+    def _log(self, record: dict, kind: str, writer) -> None:
         self.history.append({"kind": kind, **record})
-        if self.writer:
+        if writer:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):
-                    self.writer.add_scalar(f"{kind}/{k}", v, record["step"])
+                    writer.add_scalar(f"{kind}/{k}", v, record["step"])
 
 
 def _tensorboard(out: Path):
@@ -555,5 +555,3 @@ def run(args) -> int:
         summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items())
         print(f"train: done, {summary}; model at {Path(cfg.out_dir) / 'model.safetensors'}")
     return 0
-
-

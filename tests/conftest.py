@@ -13,7 +13,9 @@ import torch
 from talkmotion import labels
 from talkmotion.audio import SAMPLE_RATE, frame_to_sample, num_frames
 from talkmotion.data.clips import Clip, Manifest, Phoneme, clip_path, save_clip
+from talkmotion.config import from_dict
 from talkmotion.model import ModelDims, TalkModel
+from talkmotion.runtime import make_runtime
 
 # A test module whose every test is slow says so with this line; `make test-fast` (-m "not slow")
 # then does not even import it (its imports, such as a browser driver or MediaPipe, take seconds).
@@ -27,21 +29,27 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
-TINY = dict(d_audio=32, encoder_layers=2, d_model=32, n_layers=2, n_heads=2, d_ff=64, self_window=8,
-            audio_window=12, dropout=0.0)
+# The model section of a training config (and, through from_dict, ModelDims) for a model
+# that builds and trains in seconds.
+TINY = dict(encoder={"kind": "mel", "width": 32, "layers": 2}, d_model=32, n_layers=2, n_heads=2, d_ff=64,
+            self_window=8, audio_window=12, dropout=0.0)
 
 
 @pytest.fixture
 def tiny_dims() -> ModelDims:
-    return ModelDims(**TINY)
+    return from_dict(ModelDims, TINY)
 
 
 @pytest.fixture
 def tiny_model(tiny_dims) -> TalkModel:
     torch.manual_seed(0)
-    model = TalkModel(tiny_dims).eval()
-    model.name = "tiny-random"
-    return model
+    return TalkModel(tiny_dims, name="tiny-random").eval()
+
+
+@pytest.fixture
+def tiny_runtime(tiny_model):
+    """The tiny model as `animate` runs a checkpoint: its steps traced in PyTorch."""
+    return make_runtime(tiny_model)
 
 
 def synthetic_clip(clip_id: str, seconds: float, seed: int) -> Clip:

@@ -14,7 +14,7 @@ from talkmotion import labels
 from talkmotion.animate import animate_file, animate_pcm
 from talkmotion.assets import SAMPLE_SPEECH
 from talkmotion.audio import load_audio
-from talkmotion.checkpoint import save_model
+from talkmotion.checkpoint import save_checkpoint
 from talkmotion.frames import read_frames
 from talkmotion.postprocess import PostOptions
 
@@ -22,7 +22,7 @@ from talkmotion.postprocess import PostOptions
 @pytest.fixture
 def tiny_checkpoint(tiny_model, tmp_path):
     path = tmp_path / "tiny.safetensors"
-    save_model(path, tiny_model, name="tiny-random")
+    save_checkpoint(path, tiny_model)
     return path
 
 
@@ -75,11 +75,11 @@ def test_fps_resampling_keeps_duration(tiny_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("suffix,codec", [(".flac", "flac"), (".ogg", "libopus"), (".mp3", "libmp3lame"),
                                           (".m4a", "aac"), (".mp4", "aac")])
-def test_common_formats_decode(tiny_model, tmp_path, suffix, codec):
+def test_common_formats_decode(tiny_runtime, tmp_path, suffix, codec):
     pcm = load_audio(SAMPLE_SPEECH)[:16000 * 2]
     path = tmp_path / f"speech{suffix}"
     encode(path, pcm, {"flac": 22050, "libopus": 48000}.get(codec, 44100), codec)
-    frames = animate_file(tiny_model, path)
+    frames = animate_file(tiny_runtime, path)
     assert len(frames) == pytest.approx(60, abs=2)
 
 
@@ -105,20 +105,20 @@ def test_stdin_pcm_8khz_stereo(tiny_checkpoint, tmp_path):
     assert len(obj["frames"]) == 60
 
 
-def test_stdin_and_file_give_the_same_frames(tiny_model, tmp_path):
+def test_stdin_and_file_give_the_same_frames(tiny_runtime, tmp_path):
     pcm = load_audio(SAMPLE_SPEECH)[:16000 * 2]
     path = tmp_path / "x.wav"
     sf.write(path, pcm, 16000, subtype="FLOAT")
     opts = PostOptions(blinks="off", gaze="off")
-    np.testing.assert_allclose(animate_file(tiny_model, path, opts).values, animate_pcm(tiny_model, pcm, opts).values,
+    np.testing.assert_allclose(animate_file(tiny_runtime, path, opts).values, animate_pcm(tiny_runtime, pcm, opts).values,
                                atol=1e-4)
 
 
-def test_8khz_stereo_file_is_resampled(tiny_model, tmp_path):
+def test_8khz_stereo_file_is_resampled(tiny_runtime, tmp_path):
     pcm = load_audio(SAMPLE_SPEECH)[:16000]
     path = tmp_path / "tel.wav"
     sf.write(path, np.stack([pcm[::2], pcm[::2]], 1), 8000)
-    assert len(animate_file(tiny_model, path)) == 30
+    assert len(animate_file(tiny_runtime, path)) == 30
 
 
 @pytest.mark.parametrize("make,message", [
@@ -159,10 +159,10 @@ def test_nan_samples_fail_without_output(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "nan.json").exists()
 
 
-def test_silence_is_animated(tiny_model, tmp_path):
+def test_silence_is_animated(tiny_runtime, tmp_path):
     path = tmp_path / "silence.wav"
     sf.write(path, np.zeros(16000 * 2, np.float32), 16000)
-    frames = animate_file(tiny_model, path)
+    frames = animate_file(tiny_runtime, path)
     assert len(frames) == 60 and np.isfinite(frames.values).all()
 
 

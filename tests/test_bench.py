@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from talkmotion import bench
+from talkmotion.checkpoint import save_checkpoint
 
 
-def test_stream_timing_times_every_push_and_keeps_the_fastest_run(tiny_model, monkeypatch):
+def test_stream_timing_times_every_push_and_keeps_the_fastest_run(tiny_runtime, monkeypatch):
     # A clock that says how long each push took: 4 ms each in the first run; in the
     # second, 10 ms for the first push and 1 ms for the others. The second is faster.
     pcm = bench.speech(2.0)
@@ -23,7 +24,7 @@ def test_stream_timing_times_every_push_and_keeps_the_fastest_run(tiny_model, mo
         return now[0]
 
     monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=clock))
-    figures = bench.stream_timing(tiny_model, pcm, repeats=2)
+    figures = bench.stream_timing(tiny_runtime, pcm, repeats=2)
     second = np.array(durations[pushes:])
     assert figures["ms_per_audio_s"] == pytest.approx(1000 * second.sum() / 2.0)
     assert figures["rtf"] == pytest.approx(2.0 / second.sum())
@@ -39,3 +40,13 @@ def test_parallel_scheduled_sampling_beats_the_frame_loop(tiny_model):
     # The decoder passes alone (encoder outside the clock) are timed too: the same gap, larger.
     assert figures["passes_ratio"] > 1.5
     assert np.isfinite(figures["parallel_step_s"]) and tiny_model.training is False
+
+
+def test_the_end_to_end_figure_runs_the_animate_command(tiny_model, tmp_path):
+    """What users get is measured by running what they run: the command, in fresh processes."""
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(checkpoint, tiny_model)
+    figures = bench.animate_end_to_end(str(checkpoint), long_s=6.0, short_s=2.0, repeats=1)
+    assert figures["wall_6s"] > 0 and figures["wall_2s"] > 0 and figures["startup_1s_wall_s"] > 0
+    assert figures["marginal_rtf"] == pytest.approx(4.0 / (figures["wall_6s"] - figures["wall_2s"]))
+    assert "talkmotion animate IN -o OUT.json" in figures["command"] and "--model" in figures["command"]

@@ -8,16 +8,17 @@ import pytest
 
 from talkmotion import labels
 from talkmotion.animate import animate_pcm
-from talkmotion.assets import DEFAULT_MODEL, SAMPLE_SPEECH
+from talkmotion.assets import DEFAULT_EXPORT, DEFAULT_MODEL, SAMPLE_SPEECH, default_export_is_current
 from talkmotion.audio import load_audio
-from talkmotion.checkpoint import load_model, read_header
+from talkmotion.checkpoint import read_header
+from talkmotion.runtime import load_model
 
 MAX_BYTES = 20 * 2**20
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model()
+    return load_model()      # as `animate` runs it by default
 
 
 def test_default_model_file_is_small_and_self_describing():
@@ -30,7 +31,24 @@ def test_default_model_file_is_small_and_self_describing():
 
 
 def test_default_latency_is_under_100ms(model):
-    assert model.dims.latency_ms <= 100
+    assert model.timing.latency_ms <= 100
+
+
+def test_the_default_model_runs_in_onnx_runtime_from_its_current_export(model):
+    """Set-up builds the export from the committed checkpoint; the default path runs it."""
+    assert default_export_is_current(), f"{DEFAULT_EXPORT} is missing or stale: run `make setup`"
+    assert type(model).__name__ == "OnnxRuntime" and model.name == read_header(DEFAULT_MODEL)["name"]
+
+
+def test_the_default_animate_path_never_imports_torch(tmp_path):
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['talkmotion', 'animate', {str(SAMPLE_SPEECH)!r}, '-q', '-o', {str(tmp_path / 'a.json')!r}]\n"
+            "try:\n    runpy.run_module('talkmotion', run_name='__main__')\n"
+            "except SystemExit as end:\n    assert end.code == 0, end.code\n"
+            "assert 'torch' not in sys.modules and 'onnxruntime' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "a.json").stat().st_size > 10_000
 
 
 def test_mouth_moves_with_speech_and_rests_in_silence(model):
@@ -62,9 +80,9 @@ def test_lip_sync_on_unseen_tts_beats_the_energy_baseline(model, tmp_path):
     assert ours["bilabial_closure"] > energy["bilabial_closure"]
     assert ours["rounding_auc"] > energy["rounding_auc"] + 0.1
     assert ours["l1_mouth"] < energy["l1_mouth"]
-    onnx_predict, _ = model_source("default", "onnx")      # `eval --backend onnx` scores the same frames
+    torch_predict, _ = model_source("default", "torch")    # `eval --backend torch` scores the same frames
     for clip in clips[:2]:
-        np.testing.assert_allclose(onnx_predict(clip), predict(clip), atol=1e-3)
+        np.testing.assert_allclose(torch_predict(clip), predict(clip), atol=1e-3)
 
 
 def test_demo_command_writes_outputs(tmp_path):

@@ -171,12 +171,14 @@ def test_eval_names_a_missing_or_short_frames_file(dataset, tmp_path, capsys):
 def test_eval_model_source_runs_a_saved_checkpoint(dataset, tmp_path):
     import torch
 
-    from talkmotion.checkpoint import save_model
+    from talkmotion.checkpoint import save_checkpoint
+    from talkmotion.config import from_dict
     from talkmotion.model import ModelDims, TalkModel
 
     torch.manual_seed(0)
-    model = TalkModel(ModelDims(d_audio=16, encoder_layers=1, d_model=16, n_layers=1, n_heads=2, d_ff=32))
-    save_model(tmp_path / "tiny.safetensors", model, name="tiny")
+    model = TalkModel(from_dict(ModelDims, {"encoder": {"kind": "mel", "width": 16, "layers": 1}, "d_model": 16,
+                                            "n_layers": 1, "n_heads": 2, "d_ff": 32}), name="tiny")
+    save_checkpoint(tmp_path / "tiny.safetensors", model)
     out = tmp_path / "eval"
     assert main(["eval", str(dataset), "--limit", "1", "--model", str(tmp_path / "tiny.safetensors"),
                  "--out", str(out)]) == 0

@@ -66,7 +66,7 @@ def test_missing_microphone_is_a_clear_error():
         asyncio.run(go())
 
 
-def test_websocket_audio_in_json_frames_out(tiny_model):
+def test_websocket_audio_in_json_frames_out(tiny_runtime):
     """Audio from a WebSocket server → the animator → WebSocket JSON frames to a web client."""
     pcm = tone(0.8)
 
@@ -88,7 +88,7 @@ def test_websocket_audio_in_json_frames_out(tiny_model):
         await site.start()
         port = runner.addresses[0][1]
         sink = WebSocketBroadcastSink("127.0.0.1:0")
-        animator = Animator(tiny_model)
+        animator = Animator(tiny_runtime)
         sink.open(animator.fps, "tiny", animator.latency_ms)
         await sink.start()
         received = []
@@ -107,7 +107,7 @@ def test_websocket_audio_in_json_frames_out(tiny_model):
     assert hello["type"] == "hello" and hello["blendshapes"] == list(labels.BLENDSHAPES)
     values = np.concatenate([np.asarray(m["values"], np.float32) for m in received if m["type"] == "frames"])
     assert stats.frames == values.shape[0] == num_frames(pcm.size)
-    expected = animate_pcm(tiny_model, pcm).values
+    expected = animate_pcm(tiny_runtime, pcm).values
     np.testing.assert_allclose(values, expected, atol=2e-4)
 
 
@@ -116,7 +116,7 @@ def test_unreachable_websocket_source_names_the_url():
         asyncio.run(collect(websocket_source("ws://127.0.0.1:9/none")))
 
 
-def test_websocket_viewer_leaving_mid_stream_does_not_disturb_others(tiny_model):
+def test_websocket_viewer_leaving_mid_stream_does_not_disturb_others(tiny_runtime):
     pcm = tone(1.0)
 
     async def chunks():
@@ -126,7 +126,7 @@ def test_websocket_viewer_leaving_mid_stream_does_not_disturb_others(tiny_model)
 
     async def go():
         sink = WebSocketBroadcastSink("127.0.0.1:0")
-        animator = Animator(tiny_model)
+        animator = Animator(tiny_runtime)
         sink.open(animator.fps, "tiny", animator.latency_ms)
         await sink.start()
         url = f"ws://127.0.0.1:{sink.port}/"

@@ -1,57 +1,143 @@
-"""ONNX export of the streaming steps equals PyTorch over a multi-chunk stream."""
+"""The exported model: a folder ONNX Runtime runs without torch, equal to PyTorch, state by name."""
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
+import pytest
+import torch
 
-from talkmotion.onnx_export import OnnxRuntime, compare_runtimes, export
+from talkmotion.checkpoint import CheckpointError, save_checkpoint
+from talkmotion.cli import main
+from talkmotion.runtime import ExportError
+from talkmotion.runtime.export import compare_runtimes, export
+from talkmotion.runtime.onnx_runtime import OnnxRuntime
+
+
+def noise(seconds, seed=1):
+    return (np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
 
 
 def test_onnx_matches_pytorch(tiny_model, tmp_path):
-    out = export(tiny_model, tmp_path / "onnx")
-    pcm = (np.random.default_rng(1).standard_normal(16000 * 2) * 0.1).astype(np.float32)
-    assert compare_runtimes(tiny_model, OnnxRuntime(tiny_model, out), pcm, chunk=1234) < 1e-4
+    out = export(tiny_model, tmp_path / "exported")
+    assert compare_runtimes(tiny_model, OnnxRuntime.load(out), noise(2.0), chunk=1234) < 1e-4
 
 
-def test_onnx_state_is_named(tiny_model, tmp_path):
-    out = export(tiny_model, tmp_path / "onnx")
-    graph = onnx.load(str(out / "frame_step.onnx")).graph
-    inputs, outputs = [i.name for i in graph.input], [o.name for o in graph.output]
-    assert inputs[:6] == ["source", "prev", "window_kv", "window_valid", "cache", "cache_valid"]
-    assert inputs[6:8] == ["state_mel", "state_block0"]
-    assert outputs == ["frame"] + ["next_" + n for n in inputs[2:]]
+def test_large_weights_can_live_beside_the_graph(tiny_model, tmp_path):
+    """External data: what a frozen third-party encoder fetched at set-up would use."""
+    out = export(tiny_model, tmp_path / "exported", external_data=True)
+    assert (out / "encode.onnx.data").stat().st_size > (out / "encode.onnx").stat().st_size
+    assert compare_runtimes(tiny_model, OnnxRuntime.load(out), noise(1.0), chunk=999) < 1e-4
+    (out / "encode.onnx.data").unlink()
+    with pytest.raises(ExportError, match="encode graph cannot be loaded"):
+        OnnxRuntime.load(out)
 
 
-def test_onnx_step_is_one_graph_without_shape_arithmetic(tiny_model, tmp_path):
-    """A dynamic mel length must not cost Shape/Gather plumbing on every frame."""
+def test_state_is_named_and_its_initial_value_is_in_the_header(tiny_model, tmp_path):
+    with torch.no_grad():   # normalised silence then differs by band: the mel state's start is not a constant
+        tiny_model.encoder.mel_mean.copy_(torch.linspace(-12, -3, tiny_model.dims.encoder.n_mels))
+    out = export(tiny_model, tmp_path / "exported")
+    header = json.loads((out / "model.json").read_text())
+    blocks = [f"state_block{k}" for k in range(tiny_model.dims.encoder.layers)]
+    for graph, first_in, first_out, state in (
+            ("encode", "source", "new_kv", ["state_mel", *blocks]),
+            ("frame", "new_kv", "frame", ["prev", "window_kv", "window_valid", "cache", "cache_valid"])):
+        g = onnx.load(str(out / f"{graph}.onnx")).graph
+        assert [i.name for i in g.input] == [first_in, *state]
+        # every state comes back as next_<name>; the frame is the next prev
+        assert [o.name for o in g.output] == [first_out, *("next_" + n for n in state if n != "prev")]
+        assert [s["name"] for s in header["state"][graph]] == state
+    mel_state = header["state"]["encode"][0]
+    silence = ((tiny_model.encoder.silence - tiny_model.encoder.mel_mean) / tiny_model.encoder.mel_std).numpy()
+    np.testing.assert_allclose(np.asarray(mel_state["values"]).reshape(mel_state["shape"])[0, 0], silence, rtol=1e-6)
+    assert header["timing"]["features"]["hop"] == 320 and header["source"]["type"] == "logmel"
+    assert header["predicted"] == tiny_model.predicted() and "jaw_gate_db" in header["post"]
+
+
+def test_frame_graph_has_almost_no_shape_arithmetic(tiny_model, tmp_path):
+    """A dynamic feature count must not cost Shape/Gather plumbing on every frame."""
     import onnxruntime as ort
 
-    out = export(tiny_model, tmp_path / "onnx")
+    out = export(tiny_model, tmp_path / "exported")
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(out / "frame_step.onnx"), opts, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(str(out / "frame.onnx"), opts, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
-    # One Shape per decoder layer (its heads reshape of the new features) and one for their count;
-    # the encoder's taps and every state update are constant slices.
+    # One Shape per decoder layer (its heads reshape of the new features) and one for their count.
     assert ops.count("Shape") <= tiny_model.dims.n_layers + 1
 
 
-def test_stream_command_on_onnx_runtime_matches_animate_on_pytorch(tiny_model, tmp_path, monkeypatch):
-    import json
-
-    from talkmotion.audio import write_wav
-    from talkmotion.checkpoint import save_model
-    from talkmotion.cli import main
-
-    monkeypatch.setenv("TALKMOTION_CACHE", str(tmp_path / "cache"))
+def test_export_never_replaces_a_folder_without_being_told(tiny_model, tmp_path, capsys):
     checkpoint = tmp_path / "tiny.safetensors"
-    save_model(checkpoint, tiny_model, name="tiny")
+    save_checkpoint(checkpoint, tiny_model)
+    out = tmp_path / "exported"
+    assert main(["export", "--model", str(checkpoint), "-o", str(out)]) == 0
+    first = (out / "frame.onnx").stat().st_mtime_ns
+    assert main(["export", "--model", str(checkpoint), "-o", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "frame.onnx").stat().st_mtime_ns == first
+    assert main(["export", "--model", str(checkpoint), "-o", str(out), "--overwrite", "--no-check"]) == 0
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ExportError, match="not an exported model"):
+        export(tiny_model, tmp_path / "notes", overwrite=True)
+
+
+def test_weights_that_are_not_finite_are_refused(tiny_model, tmp_path):
+    with torch.no_grad():
+        tiny_model.decoder.inp.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="decoder.inp.weight holds NaN"):
+        export(tiny_model, tmp_path / "exported")
+    with pytest.raises(CheckpointError, match="decoder.inp.weight holds NaN"):
+        save_checkpoint(tmp_path / "m.safetensors", tiny_model)
+    assert not (tmp_path / "exported").exists() and not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_broken_exported_folder_is_one_line(tiny_model, tmp_path, capsys):
+    out = export(tiny_model, tmp_path / "exported")
+    (out / "model.json").write_text("{not json")
+    from talkmotion.audio import write_wav
+
+    write_wav(tmp_path / "a.wav", noise(0.5))
+    assert main(["animate", str(tmp_path / "a.wav"), "--model", str(out), "-o", str(tmp_path / "a.json")]) == 2
+    err = capsys.readouterr().err
+    assert "not an exported talkmotion model" in err and "Traceback" not in err
+
+
+def test_the_onnx_path_never_imports_torch(tiny_model, tmp_path):
+    out = export(tiny_model, tmp_path / "exported")
+    code = f"""
+import sys
+import numpy as np
+import talkmotion
+model = talkmotion.load_model({str(out)!r})
+animator = talkmotion.Animator(model)
+frames = animator.push(np.zeros(16000, np.float32))
+frames = animator.flush()
+assert 'torch' not in sys.modules, 'torch was imported'
+print('ok', model.name)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok tiny-random"
+
+
+def test_stream_on_onnx_runtime_matches_animate_on_pytorch_and_writes_no_cache(tiny_model, tmp_path, monkeypatch):
+    from talkmotion.audio import write_wav
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "tmp").mkdir()
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(checkpoint, tiny_model)
     t = np.arange(24000) / 16000
     write_wav(tmp_path / "speech.wav", 0.3 * np.sin(2 * np.pi * 180 * t) * (1 - np.cos(2 * np.pi * 3 * t)))
     assert main(["stream", str(tmp_path / "speech.wav"), "--model", str(checkpoint), "--backend", "onnx",
                  "--fast", "-o", str(tmp_path / "onnx.json")]) == 0
     assert main(["animate", str(tmp_path / "speech.wav"), "--model", str(checkpoint), "-q",
                  "-o", str(tmp_path / "torch.json")]) == 0
-    assert any((tmp_path / "cache").iterdir())        # exported once, into the cache
+    assert not any((tmp_path / "tmp").iterdir()) and not (tmp_path / "home").exists()   # exported in memory
     read = lambda name: np.asarray(json.loads((tmp_path / name).read_text())["frames"])  # noqa: E731
     onnx_frames, torch_frames = read("onnx.json"), read("torch.json")
     assert onnx_frames.shape == torch_frames.shape and len(onnx_frames) == 45

@@ -124,10 +124,10 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
 
 
 def test_audio_input_is_animated_first_and_keeps_its_sound(tmp_path, tiny_model):
-    from talkmotion.checkpoint import save_model
+    from talkmotion.checkpoint import save_checkpoint
 
     checkpoint = tmp_path / "tiny.safetensors"
-    save_model(checkpoint, tiny_model)
+    save_checkpoint(checkpoint, tiny_model)
     wav = tmp_path / "speech.wav"
     write_wav(wav, (0.1 * np.sin(2 * np.pi * 150 * np.arange(SR // 2) / SR)).astype(np.float32))
     out = tmp_path / "from_audio.mp4"

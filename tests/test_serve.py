@@ -72,11 +72,11 @@ def web_root(tmp_path):
 
 
 @pytest.fixture
-def make_server(tiny_model, web_root):
+def make_server(tiny_runtime, web_root):
     running = []
 
     def make(**limits):
-        r = RunningServer(TalkServer(tiny_model, ServeLimits(**limits), web_root=web_root, workers=2))
+        r = RunningServer(TalkServer(tiny_runtime, ServeLimits(**limits), web_root=web_root, workers=2))
         running.append(r)
         return r
 
@@ -132,14 +132,14 @@ def offline(model, pcm: np.ndarray, options: PostOptions | None = None) -> np.nd
     return animate_pcm(model, pcm, options).values
 
 
-def test_streaming_session_matches_offline(make_server, tiny_model):
+def test_streaming_session_matches_offline(make_server, tiny_runtime):
     r = make_server()
     pcm = speech_like()
     messages, end = asyncio.run(stream_session(r.ws_url, pcm))
     got = rows(messages)
     assert got.shape == (num_frames(pcm.size), labels.NUM_CHANNELS)
     assert end["frames"] == got.shape[0] and end["duration"] == pytest.approx(SECONDS)
-    np.testing.assert_allclose(got, offline(tiny_model, pcm), atol=2e-4)  # 4-decimal JSON rounding
+    np.testing.assert_allclose(got, offline(tiny_runtime, pcm), atol=2e-4)  # 4-decimal JSON rounding
     presets = np.concatenate([np.asarray(m["presets"]) for m in messages])
     assert presets.shape == (got.shape[0], len(labels.VRM_PRESETS))
 
@@ -159,7 +159,7 @@ def test_info_lists_controls_and_channels(make_server):
     assert info["limits"]["max_sessions"] == ServeLimits().max_sessions
 
 
-def test_upload_returns_frames_file(make_server, tiny_model):
+def test_upload_returns_frames_file(make_server, tiny_runtime):
     r = make_server()
     pcm = speech_like(0.8)
 
@@ -173,7 +173,7 @@ def test_upload_returns_frames_file(make_server, tiny_model):
     assert status == 200 and obj["format"] == "talkmotion.frames"
     frames = Frames.from_json(obj)
     sent, _ = sf.read(io.BytesIO(wav_bytes(pcm)), dtype="float32")  # what the 16-bit file holds
-    np.testing.assert_allclose(frames.values, offline(tiny_model, sent), atol=2e-5)  # 5-decimal JSON
+    np.testing.assert_allclose(frames.values, offline(tiny_runtime, sent), atol=2e-5)  # 5-decimal JSON
     assert frames.seconds == pytest.approx(0.8)
 
 
@@ -304,7 +304,7 @@ def test_garbage_gets_a_message_and_others_keep_being_served(make_server, send, 
     assert end["frames"] == num_frames(pcm.size) == rows(messages).shape[0]
 
 
-def test_client_vanishing_mid_stream_leaves_server_healthy(make_server, tiny_model):
+def test_client_vanishing_mid_stream_leaves_server_healthy(make_server, tiny_runtime):
     r = make_server(max_sessions=2)
     pcm = speech_like(0.6)
 
@@ -325,7 +325,7 @@ def test_client_vanishing_mid_stream_leaves_server_healthy(make_server, tiny_mod
     vanish()
     for _ in range(3):  # more sessions than the limit: the vanished one's slot came back
         messages, end = asyncio.run(stream_session(r.ws_url, pcm))
-        np.testing.assert_allclose(rows(messages), offline(tiny_model, pcm), atol=2e-4)
+        np.testing.assert_allclose(rows(messages), offline(tiny_runtime, pcm), atol=2e-4)
     assert r.server.sessions == 0
 
 

@@ -176,12 +176,12 @@ def read_timeline_text(text: str, suffix: str = ".json", tmp=None):
     return read_timeline(path)
 
 
-def test_live_change_reaches_the_animator_within_one_frame_plus_attack(tiny_model):
+def test_live_change_reaches_the_animator_within_one_frame_plus_attack(tiny_runtime):
     from talkmotion.stream import Animator
 
     rng = np.random.default_rng(3)
     pcm = (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32)
-    plain, styled = Animator(tiny_model), Animator(tiny_model)
+    plain, styled = Animator(tiny_runtime), Animator(tiny_runtime)
     before_plain, before = plain.push(pcm[:16000]), styled.push(pcm[:16000])
     np.testing.assert_array_equal(before.values, before_plain.values)
     styled.set_style({"anger": 1.0}, attack_s=0.2)
@@ -244,11 +244,11 @@ def test_timeline_plays_at_its_times():
 
 def test_animate_command_with_emotion_and_timeline(tiny_model, tmp_path):
     from talkmotion.audio import write_wav
-    from talkmotion.checkpoint import save_model
+    from talkmotion.checkpoint import save_checkpoint
     from talkmotion.cli import main
 
     checkpoint = tmp_path / "tiny.safetensors"
-    save_model(checkpoint, tiny_model, name="tiny")
+    save_checkpoint(checkpoint, tiny_model)
     write_wav(tmp_path / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(16000 * 2).astype(np.float32))
     plain, joyful, scripted = tmp_path / "plain.json", tmp_path / "joy.json", tmp_path / "timeline.json"
     assert main(["animate", str(tmp_path / "a.wav"), "--model", str(checkpoint), "-q", "-o", str(plain)]) == 0
@@ -275,14 +275,14 @@ def test_animate_refuses_a_bad_emotion_before_any_work(tmp_path, capsys):
 
 # --- live interfaces: serve's WebSocket, stream's WebSocket input ------------------
 
-def test_serve_websocket_style_message(tiny_model, tmp_path):
+def test_serve_websocket_style_message(tiny_runtime, tmp_path):
     from talkmotion.serve import ServeLimits, TalkServer
     from test_serve import RunningServer, speech_like
 
     root = tmp_path / "dist"
     root.mkdir()
     (root / "index.html").write_text("<!doctype html>")
-    r = RunningServer(TalkServer(tiny_model, ServeLimits(), web_root=root, workers=1))
+    r = RunningServer(TalkServer(tiny_runtime, ServeLimits(), web_root=root, workers=1))
     pcm = speech_like(1.0)
     wide = labels.index("eyeWideLeft")
 
@@ -305,7 +305,7 @@ def test_serve_websocket_style_message(tiny_model, tmp_path):
     assert refusal["type"] == "error" and "sadness intensity must be a number from 0 to 1" in refusal["message"]
 
 
-def test_stream_websocket_input_takes_style_messages(tiny_model, tmp_path):
+def test_stream_websocket_input_takes_style_messages(tiny_runtime, tmp_path):
     from talkmotion.live import StyleInbox, run_stream, websocket_source
     from talkmotion.sinks.json_file import JsonSink
     from talkmotion.stream import Animator
@@ -332,7 +332,7 @@ def test_stream_websocket_input_takes_style_messages(tiny_model, tmp_path):
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        animator = Animator(tiny_model)
+        animator = Animator(tiny_runtime)
         sink = JsonSink(tmp_path / "out.json")
         sink.open(animator.fps, "tiny", animator.latency_ms)
         source = websocket_source(f"ws://127.0.0.1:{port}/audio", "f32le", StyleInbox(animator))
@@ -344,8 +344,8 @@ def test_stream_websocket_input_takes_style_messages(tiny_model, tmp_path):
     from talkmotion.animate import animate_pcm
 
     frames = np.asarray(json.loads((tmp_path / "out.json").read_text())["frames"])
-    plain = animate_pcm(tiny_model, pcm).values
-    before = len(Animator(tiny_model).push(pcm[:8000]))          # frames made before the message arrived
+    plain = animate_pcm(tiny_runtime, pcm).values
+    before = len(Animator(tiny_runtime).push(pcm[:8000]))          # frames made before the message arrived
     cheek = labels.index("cheekSquintLeft")
     np.testing.assert_allclose(frames[:before], plain[:before], atol=2e-4)
     expected = 1 - (1 - np.clip(plain[before:, cheek], 0, 1)) * (1 - EMOTIONS["joy"].pose["cheekSquintLeft"])

@@ -240,7 +240,7 @@ def test_switching_files_mid_play_shows_only_the_new_file(page, server, speech_f
     """Choosing another file while one plays: the server drops the old stream (cancel), and the
     face follows the new file from its first frame, with none of the old file's frames."""
     from talkmotion.animate import animate_file
-    from talkmotion.checkpoint import load_model
+    from talkmotion.runtime import load_model
 
     pcm = load_audio(speech_file)
     long_file, short_file = tmp_path / "long.wav", tmp_path / "short.wav"

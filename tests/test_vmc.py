@@ -200,12 +200,12 @@ def test_no_receiver_listening_is_not_fatal():
 
 def test_stream_command_sends_a_file_to_vmc_and_live_link(receiver, tiny_model, tmp_path, capsys):
     from talkmotion.audio import num_frames, write_wav
-    from talkmotion.checkpoint import save_model
+    from talkmotion.checkpoint import save_checkpoint
     from talkmotion.cli import main
     from talkmotion.sinks.livelink_udp import decode_packet
 
     checkpoint = tmp_path / "tiny.safetensors"
-    save_model(checkpoint, tiny_model, name="tiny")
+    save_checkpoint(checkpoint, tiny_model)
     t = np.arange(8000) / 16000
     write_wav(tmp_path / "speech.wav", 0.3 * np.sin(2 * np.pi * 200 * t) * (1 - np.cos(2 * np.pi * 4 * t)))
     livelink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -235,14 +235,14 @@ def test_stream_command_sends_a_file_to_vmc_and_live_link(receiver, tiny_model, 
 
 
 def test_stream_command_errors_are_one_line(tmp_path, capsys, tiny_model):
-    from talkmotion.checkpoint import save_model
+    from talkmotion.checkpoint import save_checkpoint
     from talkmotion.cli import main
 
     assert main(["stream", str(tmp_path / "missing.wav"), "--vmc", "127.0.0.1"]) == 2
     assert "missing.wav: no such file" in capsys.readouterr().err
     assert main(["stream", "mic"]) == 2
     assert "no output given" in capsys.readouterr().err
-    save_model(tmp_path / "tiny.safetensors", tiny_model)
+    save_checkpoint(tmp_path / "tiny.safetensors", tiny_model)
     (tmp_path / "a.wav").write_bytes(b"RIFF")
     assert main(["stream", str(tmp_path / "a.wav"), "--model", str(tmp_path / "tiny.safetensors"),
                  "--vmc", "no-such-host.invalid:39540"]) == 2

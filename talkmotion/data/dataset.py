@@ -7,14 +7,16 @@ same crop.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .. import labels
-from ..audio import log_mel, num_frames, frame_to_sample
-from ..model import FEATURE_HOP, ModelDims
+from .. import encoders, labels
+from ..audio import num_frames, frame_to_sample
+from ..config import ConfigError
+from ..model import ModelDims, stream_timing
 from .augment import AugmentConfig, augment
 from .clips import Clip, ClipError, load_clip, read_dataset
 from .phonemes import NO_PHONE, track_at
@@ -25,6 +27,11 @@ class SourceConfig:
     path: str                 # dataset folder (made by `corpus synth` or `extract`)
     weight: float = 1.0       # share of batches drawn from this source
 
+    def __post_init__(self):
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ConfigError(f"data.sources: {self.path}: weight must be a finite number, 0 or more, "
+                              f"got {self.weight}")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -32,10 +39,29 @@ class DataConfig:
     crop_seconds: float = 4.0           # training crop; shorter clips are padded and masked
     train_split: str = "train"
     val_split: str = "val"
-    max_val_clips: int = 64
+    max_val_clips: int = 64             # validation clips (0: no validation)
     ignore_channels: tuple[str, ...] = ("eyeBlinkLeft", "eyeBlinkRight")  # left to procedural blinks
     workers: int = 1                    # processes preparing batches ahead (0 = in the training process)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if not (math.isfinite(self.crop_seconds) and self.crop_seconds > 0):
+            raise ConfigError(f"data.crop_seconds must be above 0, got {self.crop_seconds}")
+        if self.sources and not sum(s.weight for s in self.sources) > 0:
+            raise ConfigError("data.sources: at least one source needs a weight above 0")
+        for name in ("max_val_clips", "workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.{name} must be 0 or more, got {getattr(self, name)}")
+        unknown = [c for c in self.ignore_channels if c not in labels.CHANNELS]
+        if unknown:
+            raise ConfigError(f"data.ignore_channels: {', '.join(unknown)} not channel names")
+
+
+def has_split(cfg: DataConfig, split: str) -> bool:
+    """Whether any source lists clips of `split` (a dataset without a validation split is fine;
+    a listed clip that cannot be read is an error when the set is loaded)."""
+    return any(entry.get("split", "train") == split for src in cfg.sources
+               for entry in read_dataset(src.path).values())
 
 
 class ClipSet:
@@ -73,14 +99,10 @@ class ClipSet:
         var = np.where(count > 0, (((lab - mean) ** 2) * msk).sum(0) / np.maximum(count, 1), 1.0)
         return mean.astype(np.float32), np.sqrt(var).astype(np.float32), count > 0
 
-    def mel_stats(self, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
-        mels = np.concatenate([log_mel(c.audio) for c in self.clips[:n]])
-        return mels.mean(0), mels.std(0) + 1e-3
-
     def batch(self, step: int, rank: int, size: int, dims: ModelDims, seed: int, train: bool = True):
         rng = np.random.default_rng([seed, step, rank, int(train)])
         items = [self._example(rng, dims, train) for _ in range(size)]
-        return collate(items)
+        return collate(items, dims)
 
     def _example(self, rng, dims: ModelDims, train: bool):
         source = self.sources[rng.choice(len(self.sources), p=self.weights)]
@@ -123,7 +145,7 @@ def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float, phones=None):
         lab = np.concatenate([lab, np.zeros((pad, lab.shape[1]), np.float32)])
         msk = np.concatenate([msk, np.zeros((pad, msk.shape[1]), bool)])
     s0 = frame_to_sample(f0, dims.fps)
-    need = dims.samples_for_frame(t - 1)
+    need = stream_timing(dims).samples_for_frame(t - 1)
     segment = audio[s0:s0 + need]
     segment = np.concatenate([segment, np.zeros(need - segment.size, np.float32)])
     return segment, lab, msk, feature_phones(phones, s0, need, dims)
@@ -131,19 +153,21 @@ def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float, phones=None):
 
 def feature_phones(track, first_sample: int, num_samples: int, dims: ModelDims) -> np.ndarray:
     """The phone class at the centre of each audio feature of `num_samples` of audio that
-    start at `first_sample` of the track's clip; NO_PHONE past the features or the track."""
-    count = num_samples // FEATURE_HOP + 1        # at least as many as any encoder makes
+    start at `first_sample` of the track's clip; NO_PHONE past the track."""
+    features = stream_timing(dims).features
+    count = features.count(num_samples)
     if track is None:
         return np.full(count, NO_PHONE, np.int64)
-    return track_at(track, first_sample + dims.feature_centre(np.arange(count)))
+    return track_at(track, first_sample + features.centre(np.arange(count)))
 
 
-def collate(items):
+def collate(items, dims: ModelDims):
+    """(audio, labels, mask, phones) crops → a batch: "pcm" (B, N), what the encoder reads
+    besides (e.g. "mel"), "labels" and "mask" (B, T, C), "phones" (B, J)."""
     audio = np.stack([i[0] for i in items])
-    mel = np.stack([log_mel(a) for a in audio])
     return {
         "pcm": torch.from_numpy(audio),
-        "mel": torch.from_numpy(mel),
+        **encoders.batch_inputs(dims.encoder, audio),
         "labels": torch.from_numpy(np.stack([i[1] for i in items])),
         "mask": torch.from_numpy(np.stack([i[2] for i in items])),
         "phones": torch.from_numpy(np.stack([i[3] for i in items])),
@@ -153,6 +177,6 @@ def collate(items):
 def whole_clip_batch(clip: Clip, dims: ModelDims):
     """One clip, all of it, padded for its last frame's look-ahead (validation)."""
     t = num_frames(clip.audio.size, dims.fps)
-    need = dims.samples_for_frame(t - 1)
+    need = stream_timing(dims).samples_for_frame(t - 1)
     audio = np.concatenate([clip.audio, np.zeros(max(0, need - clip.audio.size), np.float32)])[:need]
-    return collate([(audio, clip.labels, clip.mask, feature_phones(clip.phone_track, 0, need, dims))])
+    return collate([(audio, clip.labels, clip.mask, feature_phones(clip.phone_track, 0, need, dims))], dims)

@@ -311,7 +311,7 @@ def load_input(path: str | Path, model_path: str | None = None) -> tuple[Frames,
     if path.suffix.lower() == ".json":
         return read_frames(path), None
     from ..animate import animate_file  # the model loads only when there is audio to animate
-    from ..checkpoint import load_model
+    from ..runtime import load_model
 
     return animate_file(load_model(model_path), path), load_audio(path)
 

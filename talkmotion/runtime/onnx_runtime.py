@@ -1,0 +1,134 @@
+"""An exported model in ONNX Runtime: onnxruntime and numpy only, never torch.
+
+The exported model (written by `talkmotion export`, see runtime/export.py) is a folder:
+  model.json    the header: name, dims, label spec, predicted channels, post-processing
+                defaults, stream timing, the streaming source's spec, each graph's state
+                with its initial value
+  encode.onnx   source, <encoder state> → new_kv, next_<encoder state>
+  frame.onnx    new_kv, prev, window_kv, window_valid, cache, cache_valid →
+                frame, next_window_kv, next_window_valid, next_cache, next_cache_valid
+  (external data files a graph names, e.g. large frozen weights fetched at set-up)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import labels
+from ..postprocess import PostOptions
+from ..timing import StreamTiming
+from . import ExportError
+from .sources import source_from_spec
+
+FORMAT = "talkmotion.exported"
+VERSION = 1
+GRAPHS = ("encode", "frame")
+
+
+class OnnxRuntime:
+    """The exported model's two graphs in ONNX Runtime (one thread by default)."""
+
+    def __init__(self, header: dict, graphs: dict, threads: int = 1, where: str = "exported model"):
+        """header: model.json's content; graphs: {"encode": path or bytes, "frame": ...}."""
+        import onnxruntime as ort
+
+        check_header(header, where)
+        self.header = header
+        self.name = header["name"]
+        self.timing = StreamTiming.from_json(header["timing"])
+        self.predicted = frozenset(header["predicted"])
+        fields = {f.name for f in dataclasses.fields(PostOptions)}
+        self.post_defaults = PostOptions(**{k: v for k, v in header["post"].items() if k in fields})
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # A streaming step is a few hundred microseconds: spinning threads only steal the core.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.sessions, self.names, self.initial = {}, {}, {}
+        for graph in GRAPHS:
+            source = graphs[graph]
+            try:
+                # MatMulAddFusion wraps every 3-D Linear in Reshapes, which cost more than they save here.
+                session = ort.InferenceSession(source if isinstance(source, bytes) else str(source), opts,
+                                               providers=["CPUExecutionProvider"],
+                                               disabled_optimizers=["MatMulAddFusion"])
+            except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
+                raise ExportError(f"{where}: {graph} graph cannot be loaded ({str(err)[:300]})") from err
+            state = header["state"][graph]
+            inputs = [i.name for i in session.get_inputs()]
+            if inputs[1:] != [s["name"] for s in state]:
+                raise ExportError(f"{where}: {graph} graph has inputs {inputs}, not the state its header names")
+            self.sessions[graph], self.names[graph] = session, inputs
+            self.initial[graph] = [initial_value(s) for s in state]
+        self.n_channels = labels.NUM_CHANNELS
+
+    @classmethod
+    def load(cls, folder: str | Path, threads: int = 1) -> "OnnxRuntime":
+        folder = Path(folder)
+        try:
+            header = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ExportError(f"{folder}: not an exported talkmotion model (model.json: {err})") from err
+        if not isinstance(header, dict) or not isinstance(header.get("graphs"), dict):
+            raise ExportError(f"{folder}: model.json is not a talkmotion exported-model header")
+        graphs = {g: folder / str(header["graphs"].get(g, "")) for g in GRAPHS}
+        for graph, path in graphs.items():
+            if not path.is_file():
+                raise ExportError(f"{folder}: its {graph} graph {path.name!r} is missing")
+        return cls(header, graphs, threads, where=str(folder))
+
+    def new_source(self):
+        return source_from_spec(self.header["source"])
+
+    def initial_state(self) -> list[np.ndarray]:
+        return self.initial["frame"] + self.initial["encode"]   # never written in place
+
+    def step(self, source: np.ndarray, added: np.ndarray, state):
+        """source for sum(added) features → frames (k, C) float32 and the next state."""
+        split = len(self.initial["frame"])
+        frame_state, encode_state = state[:split], state[split:]
+        frames = np.empty((len(added), self.n_channels), np.float32)
+        if source.shape[1]:
+            encoded = self.sessions["encode"].run(None, dict(zip(self.names["encode"], [source, *encode_state])))
+            new_kv, encode_state = encoded[0], encoded[1:]
+        else:    # no new features (a frame rate above the feature rate): the encoder has nothing to do
+            new_kv = np.zeros(self.initial["frame"][1].shape[:3] + (0,) + self.initial["frame"][1].shape[4:],
+                              np.float32)
+        run, names, start = self.sessions["frame"].run, self.names["frame"], 0
+        for q, count in enumerate(added.tolist()):
+            frame_state = run(None, dict(zip(names, [new_kv[:, :, :, start:start + count], *frame_state])))
+            frames[q] = frame_state[0][0, 0]
+            start += count
+        return frames, [*frame_state, *encode_state]
+
+
+def check_header(header: dict, where: str) -> None:
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise ExportError(f"{where}: not a talkmotion exported model v{VERSION} "
+                          f"(format={header.get('format')!r}, version={header.get('version')!r})")
+    if header.get("spec") != labels.SPEC_ID or header.get("channels") != list(labels.CHANNELS):
+        raise ExportError(f"{where}: made for label spec {header.get('spec')!r}; this talkmotion uses "
+                          f"{labels.SPEC_ID!r}")
+
+
+def initial_value(spec: dict) -> np.ndarray:
+    """A state's initial value from its header entry: {"shape", "dtype", "fill" or "values"}."""
+    if "values" in spec:
+        return np.asarray(spec["values"], spec["dtype"]).reshape(spec["shape"])
+    return np.full(spec["shape"], spec["fill"], spec["dtype"])
+
+
+def state_entry(name: str, value: np.ndarray) -> dict:
+    """The header entry of a state's initial value (a constant is stored as one number)."""
+    entry = {"name": name, "shape": list(value.shape), "dtype": str(value.dtype)}
+    flat = value.reshape(-1)
+    if flat.size == 0 or np.all(flat == flat[0]):
+        entry["fill"] = flat[0].item() if flat.size else 0
+    else:
+        entry["values"] = flat.tolist()
+    return entry
