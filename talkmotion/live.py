@@ -35,6 +35,7 @@ from .sinks import Sink
 from .sinks.udp import SinkError
 
 CHUNK_SECONDS = 0.02   # 20 ms: small enough that chunking adds no visible delay
+FAST_CHUNK_SECONDS = 1.0   # --fast on a file or stdin: nothing is paced, so chunks as large as animate's
 PCM_FORMATS = ("s16le", "f32le")
 BYTES_PER_SAMPLE = {"s16le": 2, "f32le": 4}
 log = logging.getLogger(__name__)
@@ -138,19 +139,21 @@ async def websocket_source(url: str, fmt: str = "s16le",
 
 
 def open_source(spec: str, fmt: str = "s16le", device: str | None = None,
-                seconds: float | None = None, on_text=None) -> AsyncIterator[np.ndarray]:
+                seconds: float | None = None, on_text=None,
+                chunk_seconds: float = CHUNK_SECONDS) -> AsyncIterator[np.ndarray]:
     """'mic', '-', 'ws://…'/'wss://…' or a file path → an async iterator of 16 kHz chunks.
-    on_text: a WebSocket source's text-message handler (websocket_source)."""
+    on_text: a WebSocket source's text-message handler (websocket_source); chunk_seconds: the
+    chunks a file or stdin is read in (a microphone and a WebSocket send their own)."""
     if spec == "mic":
         return mic_source(int(device) if device and device.isdigit() else device, seconds=seconds)
     if spec == "-":
-        return stdin_source(fmt)
+        return stdin_source(fmt, chunk_seconds)
     if spec.startswith(("ws://", "wss://")):
         return websocket_source(spec, fmt, on_text)
     path = Path(spec)
     if not path.exists():
         raise SourceError(f"{spec}: no such file (inputs are a file, 'mic', '-' for stdin, or ws://…)")
-    return file_source(path)
+    return file_source(path, chunk_seconds)
 
 
 # --- pacing -----------------------------------------------------------------
@@ -359,7 +362,8 @@ def run(args) -> int:
     layer_from_args(args, SUPPORTED_FPS[0])  # bad emotion flags or timeline: refused before any work
     inbox = StyleInbox()
     # the input is checked before the slow model load
-    source = open_source(args.input, args.pcm_format, args.device, args.seconds, on_text=inbox)
+    source = open_source(args.input, args.pcm_format, args.device, args.seconds, on_text=inbox,
+                         chunk_seconds=FAST_CHUNK_SECONDS if args.fast else CHUNK_SECONDS)
     model = load_model(args.model, args.backend)
     animator = Animator(model, options_from_args(args, model.post_defaults),
                         style=layer_from_args(args, model.timing.fps))

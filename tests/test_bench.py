@@ -49,4 +49,5 @@ def test_the_end_to_end_figure_runs_the_animate_command(tiny_model, tmp_path):
     figures = bench.animate_end_to_end(str(checkpoint), long_s=6.0, short_s=2.0, repeats=1)
     assert figures["wall_6s"] > 0 and figures["wall_2s"] > 0 and figures["startup_1s_wall_s"] > 0
     assert figures["marginal_rtf"] == pytest.approx(4.0 / (figures["wall_6s"] - figures["wall_2s"]))
+    assert np.isfinite(figures["marginal_rtf_cpu"]) and figures["startup_1s_cpu_s"] > 0
     assert "talkmotion animate IN -o OUT.json" in figures["command"] and "--model" in figures["command"]

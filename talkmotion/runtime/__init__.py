@@ -54,7 +54,7 @@ def load_model(path: str | Path | None = None, backend: str = "auto", threads: i
         elif (DEFAULT_EXPORT / "model.json").is_file():
             path = DEFAULT_EXPORT
         else:
-            path = DEFAULT_MODEL      # not built yet (`make setup` builds it): export in memory
+            path = DEFAULT_MODEL      # the export is not built yet (`make setup` builds it): PyTorch
     path = Path(path)
     if path.is_dir():
         if backend == "torch":
