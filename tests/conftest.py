@@ -17,15 +17,17 @@ from talkmotion.config import from_dict
 from talkmotion.model import ModelDims, TalkModel
 from talkmotion.runtime import make_runtime
 
-# A test module whose every test is slow says so with this line; `make test-fast` (-m "not slow")
-# then does not even import it (its imports, such as a browser driver or MediaPipe, take seconds).
-SLOW_MODULE_LINE = "pytestmark = pytest.mark.slow"
+# A test module whose every test is slow starts a line with this (`pytestmark = [pytest.mark.slow, ...]`
+# with other marks); `make test-fast` (-m "not slow") then does not even import it (its imports,
+# such as a browser driver or MediaPipe, take seconds).
+SLOW_MODULE_LINES = ("pytestmark = pytest.mark.slow", "pytestmark = [pytest.mark.slow")
 
 
 def pytest_ignore_collect(collection_path, config):
     if config.getoption("markexpr") == "not slow" and collection_path.suffix == ".py" \
             and collection_path.name.startswith("test_"):
-        return SLOW_MODULE_LINE in collection_path.read_text(encoding="utf-8").splitlines() or None
+        lines = collection_path.read_text(encoding="utf-8").splitlines()
+        return any(line.startswith(SLOW_MODULE_LINES) for line in lines) or None
     return None
 
 

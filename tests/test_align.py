@@ -17,6 +17,8 @@ from talkmotion.data import align, tts_espeak
 from talkmotion.data.clips import load_clip, read_dataset
 from talkmotion.data.phonemes import BILABIAL, PHONES
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 SENTENCES = ("Maybe the baby will open both windows.", "Bob bought a map of the park.",
              "Put the blue boat by the pool.", "A big brown bear ate my apple pie.")
 

@@ -18,6 +18,8 @@ from talkmotion.checkpoint import save_checkpoint
 from talkmotion.frames import read_frames
 from talkmotion.postprocess import PostOptions
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 
 @pytest.fixture
 def tiny_checkpoint(tiny_model, tmp_path):

@@ -114,6 +114,7 @@ def test_a_truncated_mp3_is_an_error(tmp_path):
     assert seconds(whole) == pytest.approx(6.3, abs=0.05)
 
 
+@pytest.mark.slow
 def test_lengths_that_are_only_estimates_or_placeholders_are_not_truncation(tmp_path):
     """A Xing-less MP3 cut in half, and WAVs streamed with a placeholder size, decode as they are."""
     plain = write_mp3(tmp_path / "plain.mp3", tone(6.0), length_header=False)
@@ -128,6 +129,7 @@ def test_lengths_that_are_only_estimates_or_placeholders_are_not_truncation(tmp_
     assert 0.2 < seconds(piped) < 3
 
 
+@pytest.mark.slow
 def test_animate_refuses_a_truncated_file_and_allow_truncated_animates_it(tmp_path, capsys):
     whole = write_wav(tmp_path / "whole.wav", tone(2.0))
     cut = tmp_path / "cut.wav"

@@ -9,6 +9,8 @@ import torch
 from talkmotion import bench
 from talkmotion.checkpoint import save_checkpoint
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 
 def test_stream_timing_times_every_push_and_keeps_the_fastest_run(tiny_runtime, monkeypatch):
     # A clock that says how long each push took: 4 ms each in the first run; in the

@@ -19,6 +19,7 @@ def frames_of(model):
     return np.concatenate([a.push(pcm).values, a.flush().values])
 
 
+@pytest.mark.slow
 def test_round_trip_gives_identical_frames(tiny_model, tmp_path):
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, tiny_model, training={"steps": 3})
@@ -28,6 +29,7 @@ def test_round_trip_gives_identical_frames(tiny_model, tmp_path):
     assert header["dims"]["d_model"] == tiny_model.dims.d_model and header["training"]["steps"] == 3
 
 
+@pytest.mark.slow
 def test_half_precision_export_is_close(tiny_model, tmp_path):
     path = tmp_path / "m16.safetensors"
     save_checkpoint(path, tiny_model, dtype=torch.float16)

@@ -54,6 +54,7 @@ def test_several_inputs_need_an_output_folder(capsys, tmp_path, a_file):
     assert not (tmp_path / "-").exists() and not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.slow
 def test_keep_going_reports_each_bad_input_and_animates_the_rest(capsys, tmp_path, a_file):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF but not really audio")
@@ -87,6 +88,7 @@ def test_bad_animate_flags_are_one_line_errors(capsys, a_file, flags, expected):
     (["--sample-rate", "0"], "--sample-rate 0: stdin PCM must be 4000..384000 Hz"),
     (["--channels", "0"], "--channels 0: stdin PCM has 1..64 channels"),
 ])
+@pytest.mark.slow
 def test_bad_stdin_formats_are_one_line_errors(flags, expected):
     run = subprocess.run([sys.executable, "-m", "talkmotion.cli", "animate", "-", "-o", "-", *flags],
                          input=b"\0" * 3200, capture_output=True, cwd=ROOT, timeout=120)
@@ -100,6 +102,7 @@ def output_under_a_file(tmp_path, name: str = "x.json") -> tuple[Path, str]:
     return blocker, str(blocker / name)
 
 
+@pytest.mark.slow
 def test_outputs_under_a_file_are_one_line_errors(capsys, tmp_path, a_file, tiny_dataset):
     blocker, under = output_under_a_file(tmp_path)
     expected = f"cannot write there: {blocker} is a file, not a folder"
@@ -231,6 +234,7 @@ def test_an_unknown_format_is_named_with_its_flag(capsys, a_file):
 
 # --- what a newcomer tripped on -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_eval_takes_dash_o_and_says_where_it_wrote(capsys, tmp_path, tiny_dataset):
     out = tmp_path / "scores"
     assert main(["eval", "--model", "default", str(tiny_dataset), "-o", str(out), "--figure-clips", "0"]) == 0
@@ -281,6 +285,7 @@ def run_in_terminal(*argv: str) -> str:
     return out.decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 def test_render_and_imitate_show_progress_and_mediapipe_stays_quiet(tmp_path):
     from face_videos import rotating_face_video
 

@@ -13,6 +13,8 @@ from talkmotion.audio import load_audio
 from talkmotion.checkpoint import read_header
 from talkmotion.runtime import load_model
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 MAX_BYTES = 20 * 2**20
 
 

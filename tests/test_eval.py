@@ -106,6 +106,7 @@ def _write_frames(folder, clips, shift: int) -> None:
         (folder / f"{clip.id}.json").write_text(json.dumps(Frames(late, fps=FPS).to_json()))
 
 
+@pytest.mark.slow
 def test_eval_command_writes_report_and_figure_for_one_split(dataset, tmp_path, capsys):
     from matplotlib.image import imread
 
@@ -168,6 +169,7 @@ def test_eval_names_a_missing_or_short_frames_file(dataset, tmp_path, capsys):
     assert not (tmp_path / "e" / "report.json").exists()
 
 
+@pytest.mark.slow
 def test_eval_model_source_runs_a_saved_checkpoint(dataset, tmp_path):
     import torch
 
@@ -210,6 +212,7 @@ def test_eval_by_metadata_scores_each_group_on_its_own(dataset, tmp_path, capsys
     assert not (tmp_path / "e").exists()
 
 
+@pytest.mark.slow
 def test_degraded_listening_is_seeded_and_hurts_the_energy_jaw_not_the_reference(dataset, tmp_path):
     clips = make_clips(4)
     noisy = ev.degraded(clips, noise_snr_db=5.0, reverb_s=0.5)

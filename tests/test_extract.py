@@ -25,6 +25,8 @@ from talkmotion.data.extract import ExtractError, video_id
 from talkmotion.data.facetrack import pose_from_matrix
 from talkmotion.rotation import head_quaternions, quaternion_matrices
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 ROLL = labels.index("roll")
 TONGUE = labels.index("tongueOut")
 

@@ -175,6 +175,7 @@ def test_cut_but_unrecorded_rows_are_recognised_and_stale_temp_files_removed(sou
     assert not any(path.exists() for path in stale)
 
 
+@pytest.mark.slow
 def test_worker_process_download_that_hangs_is_killed_and_the_rest_is_cut(source, tmp_path):
     rows = tmp_path / "rows.csv"
     rows.write_text("vidHANGING1,0.0,1.0\nvidAAAAAAA1,0.0,1.0\nvidHANGING1,1.0,2.0\n")

@@ -12,6 +12,8 @@ from talkmotion.frames import read_frames
 from talkmotion.imitate import ImitateError, fill_gaps, imitate
 from talkmotion.assets import LANDMARKER
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 
 @pytest.fixture(scope="module")
 def face_video(tmp_path_factory):

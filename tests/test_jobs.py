@@ -20,6 +20,8 @@ from talkmotion.data import jobs
 from talkmotion.errors import TalkmotionError
 from talkmotion.files import atomic_path
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 TEXT_SUFFIX = ".txt"
 
 

@@ -13,7 +13,9 @@ from talkmotion.data import synth, tts, tts_kokoro
 from talkmotion.data.clips import load_clip
 from talkmotion.data.phonemes import BILABIAL, SILENCE
 
-pytestmark = pytest.mark.skipif(not tts_kokoro.installed_voices(), reason="set-up installs Kokoro")
+
+pytestmark = [pytest.mark.slow,   # `make test-fast` leaves these out: see tests/conftest.py
+              pytest.mark.skipif(not tts_kokoro.installed_voices(), reason="set-up installs Kokoro")]
 
 
 def test_two_clip_kokoro_corpus_with_closures_where_the_aligner_hears_them(tmp_path):

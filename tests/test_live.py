@@ -18,6 +18,8 @@ from talkmotion.sinks.websocket import WebSocketBroadcastSink
 from talkmotion.animate import animate_pcm
 from talkmotion.stream import Animator
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 
 def tone(seconds: float) -> np.ndarray:
     t = np.arange(int(seconds * 16000)) / 16000

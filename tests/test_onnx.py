@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import onnx
 import pytest
 import torch
@@ -18,6 +19,8 @@ from talkmotion.runtime.onnx_runtime import OnnxRuntime
 
 def noise(seconds, seed=1):
     return (np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
 
 
 def test_onnx_matches_pytorch(tiny_model, tmp_path):

@@ -17,6 +17,8 @@ from talkmotion.postprocess import PostOptions
 from talkmotion.runtime import make_runtime
 from talkmotion.stream import Animator
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 TINY_SPEECH = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                    conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 RAW = PostOptions(blinks="off", gaze="off", head_motion=0.0)

@@ -62,6 +62,7 @@ def test_head_yaw_and_blink_change_the_picture(face):
     assert np.abs(draw(face, eyeBlinkLeft=1.0, eyeBlinkRight=1.0) - still).sum() > 0
 
 
+@pytest.mark.slow
 def test_mp4_has_video_and_audio_of_the_clip(tmp_path):
     frames = clip(1.0)
     audio = (0.1 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR)).astype(np.float32)
@@ -80,6 +81,7 @@ def test_mp4_has_video_and_audio_of_the_clip(tmp_path):
     assert abs(samples / SR - 1.0) < 0.1
 
 
+@pytest.mark.slow
 def test_cli_with_a_frames_file_and_a_video_beside(tmp_path, capsys):
     frames_path = tmp_path / "clip.json"
     sink = file_sink(frames_path)
@@ -123,6 +125,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert not (tmp_path / "y.mp4").exists()
 
 
+@pytest.mark.slow
 def test_audio_input_is_animated_first_and_keeps_its_sound(tmp_path, tiny_model):
     from talkmotion.checkpoint import save_checkpoint
 

@@ -24,6 +24,8 @@ from talkmotion.postprocess import PostOptions
 from talkmotion.serve import ServeLimits, TalkServer
 from talkmotion.animate import animate_pcm
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 SECONDS = 1.2
 
 

@@ -31,6 +31,8 @@ import soundfile as sf
 
 from talkmotion.audio import SAMPLE_RATE, num_frames
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 ROOT = Path(__file__).resolve().parent.parent
 HONEST, ATTACKER, FLOODER = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 LIMITS = {"--max-sessions": 4, "--max-sessions-per-client": 2, "--idle-timeout": 2, "--header-timeout": 1.5,

@@ -242,6 +242,7 @@ def test_timeline_plays_at_its_times():
     assert wide[:FPS].max() == 0 and wide[FPS + 3:2 * FPS].min() > 0.6 and wide[2 * FPS + 3:].max() == 0
 
 
+@pytest.mark.slow
 def test_animate_command_with_emotion_and_timeline(tiny_model, tmp_path):
     from talkmotion.audio import write_wav
     from talkmotion.checkpoint import save_checkpoint
@@ -266,6 +267,7 @@ def test_animate_command_with_emotion_and_timeline(tiny_model, tmp_path):
     assert np.abs(wide[:FPS]).max() == 0 and (wide[FPS + 3:2 * FPS] > 0.3).all()
 
 
+@pytest.mark.slow
 def test_animate_refuses_a_bad_emotion_before_any_work(tmp_path, capsys):
     from talkmotion.cli import main
 
@@ -275,6 +277,7 @@ def test_animate_refuses_a_bad_emotion_before_any_work(tmp_path, capsys):
 
 # --- live interfaces: serve's WebSocket, stream's WebSocket input ------------------
 
+@pytest.mark.slow
 def test_serve_websocket_style_message(tiny_runtime, tmp_path):
     from talkmotion.serve import ServeLimits, TalkServer
     from test_serve import RunningServer, speech_like
@@ -305,6 +308,7 @@ def test_serve_websocket_style_message(tiny_runtime, tmp_path):
     assert refusal["type"] == "error" and "sadness intensity must be a number from 0 to 1" in refusal["message"]
 
 
+@pytest.mark.slow
 def test_stream_websocket_input_takes_style_messages(tiny_runtime, tmp_path):
     from talkmotion.live import StyleInbox, run_stream, websocket_source
     from talkmotion.sinks.json_file import JsonSink
@@ -356,6 +360,7 @@ def test_stream_websocket_input_takes_style_messages(tiny_runtime, tmp_path):
 
 # --- lip sync metrics on real TTS ---------------------------------------------------
 
+@pytest.mark.slow
 def test_lip_metrics_stay_within_002_of_neutral_with_every_emotion_at_full(tmp_path):
     """Fresh clips from the real TTS engines, the shipped model, metrics.score: each emotion at 1.0
     leaves every lip-sync metric within 0.02 of neutral."""

@@ -39,6 +39,7 @@ def check_clip(root, entry):
     return clip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["festival", "espeak-ng", "flite"])
 def test_two_clip_corpus_end_to_end_and_resume(tmp_path, engine, capsys):
     root = tmp_path / engine
@@ -56,6 +57,7 @@ def test_two_clip_corpus_end_to_end_and_resume(tmp_path, engine, capsys):
     assert {p: p.stat().st_mtime_ns for p in (root / "clips").iterdir()} == mtimes
 
 
+@pytest.mark.slow
 def test_clips_made_but_not_recorded_are_recognised_not_remade(tmp_path, capsys):
     # A run killed between writing clip files and its next manifest save (every 2 s) left
     # clip 1 unrecorded, a half-written clip 2 and a half-written manifest.
@@ -122,6 +124,7 @@ def median_f0(audio):
     return float(np.median(found))
 
 
+@pytest.mark.slow
 def test_flite_rate_pitch_and_stress():
     text = "Peter bought a map of the old harbour."
     plain = tts_flite.synthesize(text, "slt")
@@ -152,6 +155,7 @@ def test_accents_are_folded():
     assert check_text("Café  naïve\u2019s") == "Cafe naive's"
 
 
+@pytest.mark.slow
 def test_voice_not_installed():
     with pytest.raises(VoiceNotInstalled, match="nope_diphone.*installed: kal_diphone"):
         tts_festival.synthesize("Hello there.", "nope_diphone")
@@ -161,6 +165,7 @@ def test_voice_not_installed():
         tts_flite.synthesize("Hello there.", "kal")
 
 
+@pytest.mark.slow
 def test_bad_lines_fail_and_the_rest_is_built(tmp_path, capsys):
     lines = tmp_path / "lines.txt"
     lines.write_text("\n".join(["Peter baked a purple pumpkin pie.", "", "!!! ???", "1234",
@@ -178,6 +183,7 @@ def test_bad_lines_fail_and_the_rest_is_built(tmp_path, capsys):
     assert not list((root / "clips").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_unknown_voices(tmp_path, capsys):
     root = tmp_path / "c"
     assert corpus(root, "--clips", "1", "--engines", "festival", "--voices", "kal_diphone,no_such_voice") == 0
@@ -196,6 +202,7 @@ def fake_festival(tmp_path, body):
     return str(script)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body, message", [("sleep 30", "hung"), ("kill -SEGV $$", "crashed \\(signal 11\\)")])
 def test_engine_that_hangs_or_crashes_is_skipped(tmp_path, monkeypatch, body, message):
     monkeypatch.setenv("TALKMOTION_FESTIVAL", fake_festival(tmp_path, body))
@@ -209,6 +216,7 @@ def test_engine_that_hangs_or_crashes_is_skipped(tmp_path, monkeypatch, body, me
     assert sorted(p.name for p in (root / "clips").iterdir()) == ["tts0-000001.clip.safetensors"]
 
 
+@pytest.mark.slow
 def test_worker_past_its_timeout_is_killed(tmp_path):
     # espeak-ng runs inside the worker, so only killing the worker stops it: a long sentence
     # (~35 s of speech, several hundred ms of work) against a 0.1 s limit takes that path
@@ -224,6 +232,7 @@ def test_worker_past_its_timeout_is_killed(tmp_path):
     assert manifest(root)["tts0-000000"]["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_espeak_phonemes_follow_the_audio():
     speech = tts_espeak.synthesize("Bob, map a pub.", "en-us", rate=1.0)
     bilabials = [p for p in speech.phonemes if p.phone in ("b", "m", "p")]

@@ -14,6 +14,8 @@ from talkmotion.frames import Frames
 from talkmotion.rotation import head_quaternions, quaternion_multiply
 from talkmotion.sinks.vrma import build_vrma
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ROOT / "talkmotion" / "web" / "node_modules"
 needs_viewer_packages = pytest.mark.skipif(

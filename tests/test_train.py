@@ -20,6 +20,8 @@ from talkmotion.errors import TalkmotionError
 from talkmotion.model import stream_timing
 from talkmotion.train import TrainConfig, Trainer, TrainingError, train
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 
 def write_config(path, data_dir, out_dir, **extra):
     cfg = {

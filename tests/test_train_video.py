@@ -2,12 +2,16 @@
 
 import json
 
+import pytest
+
 from conftest import TINY, make_dataset
 from face_videos import rotating_face_video
 from talkmotion.checkpoint import load_checkpoint, read_header
 from talkmotion.cli import main
 from talkmotion.config import load
 from talkmotion.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
 
 
 def config(path, sources, out, **extra):

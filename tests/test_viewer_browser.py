@@ -24,6 +24,8 @@ import pytest
 from talkmotion import labels
 from talkmotion.audio import SAMPLE_RATE, load_audio, num_frames, write_wav
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "out" / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"

@@ -198,6 +198,7 @@ def test_no_receiver_listening_is_not_fatal():
 
 # --- the `stream` command end to end, and its pacing ---------------------------------
 
+@pytest.mark.slow
 def test_stream_command_sends_a_file_to_vmc_and_live_link(receiver, tiny_model, tmp_path, capsys):
     from talkmotion.audio import num_frames, write_wav
     from talkmotion.checkpoint import save_checkpoint
@@ -234,6 +235,7 @@ def test_stream_command_sends_a_file_to_vmc_and_live_link(receiver, tiny_model, 
     assert "frames" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_stream_command_errors_are_one_line(tmp_path, capsys, tiny_model):
     from talkmotion.checkpoint import save_checkpoint
     from talkmotion.cli import main

@@ -11,6 +11,8 @@ from talkmotion.assets import WHISPER_TINY_EN
 from talkmotion.audio import load_audio
 from talkmotion.assets import SAMPLE_SPEECH
 
+pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
+
 # CTranslate2 4.8.5's encoder output (float16) for the first 3 s of the sample speech, from
 # transformers' WhisperFeatureExtractor log-mel padded to 30 s: features 0..99 of 1500.
 REFERENCE = "tests/data/whisper_tiny_en_ct2_encoder.npz"
