@@ -326,8 +326,8 @@ class Batch:
                     for k, w in enumerate(pool):
                         settled = self._serve(w, config)
                         bar.update(settled)
-                        if queue and w.ready and not w.process.is_alive():
-                            pool[k] = _Worker(ctx, runner)     # it died with or after its job: replace it
+                        if queue and w.ready and w.job is None and not w.process.is_alive():
+                            pool[k] = _Worker(ctx, runner)     # it died and its job is settled: replace it
                     last_save = self._save_now_and_then(last_save, config)
             finally:
                 for w in pool:
