@@ -17,7 +17,7 @@ const FILE_CHUNK_SECONDS = 1.0; // upload chunk: few messages, each far under th
 const FILE_AHEAD_SECONDS = 10;  // audio sent ahead of the frames received: a cancel never waits behind more
 const MIC_BLOCK_S = 0.1;        // the worklet's block (pcm-worklet.js): frames wait for a whole block
 const MIC_JITTER_S = 0.08;      // extra delay that absorbs network and scheduling jitter
-const DEBUG_SAMPLES = 2000;     // (audio time, mouth) samples kept for tests
+const DEBUG_SAMPLES = 2000;     // (audio time, mouth, frame shown, frames received) samples kept for tests
 
 const $ = (id) => document.getElementById(id);
 const debug = {
@@ -345,7 +345,7 @@ function tick() {
     }
     rig.update(dt);
     if (playback && playback.mode === "file") {
-      debug.samples.push([debug.audioTime, rig.mouthInfluence(), debug.lastIndex]);
+      debug.samples.push([debug.audioTime, rig.mouthInfluence(), debug.lastIndex, track.count]);
       if (debug.samples.length > DEBUG_SAMPLES) debug.samples.shift();
     }
   }
