@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
@@ -348,7 +348,16 @@ class MelSpec:
     n_mels: int = N_MELS
     f_min: float = 50.0
     f_max: float = 7600.0
-    floor: float = 1e-5   # power floor before the log, keeps silence finite
+    floor: float = 1e-5       # power floor before the log, keeps silence finite
+    scale: Literal["htk", "slaney"] = "htk"   # HTK's mel scale, unit-area filters; or Slaney's mel
+                                              # scale, area-normalised (librosa's default: Whisper's)
+    log: Literal["ln", "whisper"] = "ln"      # ln of the power; or Whisper's scale, (log10 power + 4) / 4
+
+
+# Whisper's front end (its audio.py): 80 Slaney bands over 0-8 kHz, log10 scaled. Whisper floors
+# each bin 8 decades below its 30 s window's loudest; streaming cannot know that, so the floor is
+# fixed 8 decades below 1 (speech peaks near 1 in power on that scale).
+WHISPER_MEL = MelSpec(f_min=0.0, f_max=8000.0, floor=1e-8, scale="slaney", log="whisper")
 
 
 def _hz_to_mel(f):
@@ -359,15 +368,35 @@ def _mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
 
 
+_SLANEY_LINEAR_HZ = 200.0 / 3    # Slaney's scale: linear below 1 kHz (one mel per 66.7 Hz)...
+_SLANEY_LOG_START_HZ = 1000.0    # ...logarithmic above, 27 mels per factor 6.4
+_SLANEY_LOG_STEP = math.log(6.4) / 27.0
+
+
+def _hz_to_slaney(f):
+    f = np.asarray(f, np.float64)
+    start = _SLANEY_LOG_START_HZ / _SLANEY_LINEAR_HZ
+    return np.where(f >= _SLANEY_LOG_START_HZ,
+                    start + np.log(np.maximum(f, 1e-9) / _SLANEY_LOG_START_HZ) / _SLANEY_LOG_STEP, f / _SLANEY_LINEAR_HZ)
+
+
+def _slaney_to_hz(m):
+    m = np.asarray(m, np.float64)
+    start = _SLANEY_LOG_START_HZ / _SLANEY_LINEAR_HZ
+    return np.where(m >= start, _SLANEY_LOG_START_HZ * np.exp(_SLANEY_LOG_STEP * (m - start)), m * _SLANEY_LINEAR_HZ)
+
+
 def mel_filterbank(spec: MelSpec, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Triangular HTK-mel filters, (n_fft//2+1, n_mels), each normalised to unit area."""
+    """Triangular mel filters, (n_fft//2+1, n_mels): HTK's scale with unit-area filters, or
+    Slaney's scale with 2 / bandwidth-normalised ones (`spec.scale`)."""
+    to_mel, to_hz = (_hz_to_mel, _mel_to_hz) if spec.scale == "htk" else (_hz_to_slaney, _slaney_to_hz)
     freqs = np.linspace(0, sr / 2, spec.n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(spec.f_min), _hz_to_mel(spec.f_max), spec.n_mels + 2))
+    edges = to_hz(np.linspace(to_mel(spec.f_min), to_mel(spec.f_max), spec.n_mels + 2))
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (freqs[None] - lo) / (mid - lo)
     down = (hi - freqs[None]) / (hi - mid)
     bank = np.maximum(0.0, np.minimum(up, down))
-    bank /= bank.sum(axis=1, keepdims=True)
+    bank = bank / bank.sum(axis=1, keepdims=True) if spec.scale == "htk" else bank * (2.0 / (hi - lo))
     return bank.T.astype(np.float32)
 
 
@@ -403,6 +432,9 @@ class MelStream:
         power = spectrum.real ** 2 + spectrum.imag ** 2
         mel = power @ self.bank
         np.log(np.maximum(mel, s.floor, out=mel), out=mel)
+        if s.log == "whisper":                    # (log10 + 4) / 4, from the natural log
+            mel *= 1.0 / (4.0 * math.log(10.0))
+            mel += 1.0
         self.buffer = self.buffer[n * s.hop:]
         return mel
 

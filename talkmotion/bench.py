@@ -11,8 +11,7 @@ Figures (all on the speech sample looped to length, one thread unless stated):
   cost_10s / cost_10min compute ms per audio second at both lengths (constant-cost check)
   recompute_rtf         the seed's loop: re-encode a 3 s buffer every 0.5 s, decoder without cache
   offline_rtf_2threads  many streams decoded as one batch on two threads
-  train_step_ratio      autoregressive / parallel scheduled-sampling step time, same batch;
-                        also the decoder passes alone (the encoder's cost is the same in both)
+  train_step_s          seconds per training step (forward and backward) at batch 8 × 4 s
   peak_rss_mb           the process's peak resident memory
 """
 
@@ -33,7 +32,6 @@ import torch
 
 from . import encoders
 from .audio import SAMPLE_RATE, load_audio, num_frames, write_wav
-from .model import shift_previous
 from .runtime import load_model, make_runtime
 from .stream import Animator
 
@@ -76,19 +74,16 @@ def stream_timing(runtime, pcm: np.ndarray, repeats: int = 1) -> dict:
 @torch.no_grad()
 def recompute_baseline(model, pcm: np.ndarray, step_s: float = 0.5, buffer_s: float = 3.0) -> float:
     """The seed's streaming loop with this model: every `step_s`, encode the last `buffer_s`
-    of audio from scratch and decode the step's new frames without a KV cache (each new
-    frame re-runs the decoder over every earlier frame of the buffer). Returns RTF."""
-    d = model.dims
+    of audio from scratch and decode the step's new frames without a cache (each new frame
+    re-runs the decoder over every earlier frame of the buffer). Returns RTF."""
     step, buf = int(step_s * SAMPLE_RATE), int(buffer_s * SAMPLE_RATE)
     start = time.perf_counter()
     for end in range(step, pcm.size + 1, step):
         audio = pcm[max(0, end - buf):end]
         memory = model.features(batch_of(model, audio[None]))
         frames = model.timing.frames_ready(audio.size)
-        out = torch.zeros(1, 0, d.n_channels)
-        for i in range(frames):
-            pred = model(shift_previous(torch.cat([out, torch.zeros(1, 1, d.n_channels)], 1)), memory)
-            out = torch.cat([out, pred[:, i:i + 1]], 1)
+        for i in range(frames - model.timing.frames_ready(audio.size - step), frames):
+            model(memory, i + 1)
     return pcm.size / SAMPLE_RATE / (time.perf_counter() - start)
 
 
@@ -101,16 +96,14 @@ def offline_batch_rtf(model, pcm: np.ndarray, streams: int = 8, threads: int = 2
     audio = np.concatenate([pcm, np.zeros(need - pcm.size, np.float32)])
     start = time.perf_counter()
     memory = model.features(batch_of(model, np.stack([np.roll(audio, 1600 * k) for k in range(streams)])))
-    model.free_run(memory, t)
+    model(memory, t)
     took = time.perf_counter() - start
     torch.set_num_threads(1)
     return streams * pcm.size / SAMPLE_RATE / took
 
 
-def train_step_ratio(model, batch_size: int = 8, seconds: float = 4.0) -> dict:
-    """Seconds per training step for both scheduled-sampling modes at the same batch."""
-    from .train import autoregressive_pass, parallel_pass
-
+def train_step_seconds(model, batch_size: int = 8, seconds: float = 4.0, repeats: int = 3) -> float:
+    """Seconds per training step (forward and backward of the label loss), fastest of `repeats`."""
     d = model.dims
     pcm = speech(seconds * batch_size)
     t = int(seconds * d.fps)
@@ -118,28 +111,14 @@ def train_step_ratio(model, batch_size: int = 8, seconds: float = 4.0) -> dict:
     audio = np.stack([np.concatenate([c, np.zeros(need, np.float32)])[:need]
                       for c in np.split(pcm[: int(seconds * SAMPLE_RATE) * batch_size], batch_size)])
     batch = batch_of(model, audio)
-    targets = torch.rand(batch_size, t, d.n_channels) * 0.1
     model.train()
-    gen = torch.Generator().manual_seed(0)
-    out = {}
-    for name, fn in (("parallel", parallel_pass), ("autoregressive", autoregressive_pass)):
-        whole, passes = [], []
-        for _ in range(5):
-            start = time.perf_counter()
-            memory = model.features(batch)
-            fn(model, memory, targets, 0.5, gen).square().mean().backward()
-            whole.append(time.perf_counter() - start)
-            # The decoder passes alone (the part the two modes differ in): encoder out of the clock.
-            memory = memory.detach()
-            start = time.perf_counter()
-            fn(model, memory, targets, 0.5, gen).square().mean().backward()
-            passes.append(time.perf_counter() - start)
-        out[f"{name}_step_s"] = min(whole)
-        out[f"{name}_passes_s"] = min(passes)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(model.features(batch), t).square().mean().backward()
+        best = min(best, time.perf_counter() - start)
     model.eval()
-    out["ratio"] = out["autoregressive_step_s"] / out["parallel_step_s"]
-    out["passes_ratio"] = out["autoregressive_passes_s"] / out["parallel_passes_s"]
-    return out
+    return best
 
 
 def animate_end_to_end(model: str | None = None, backend: str = "auto", long_s: float = 310.0,
@@ -201,7 +180,7 @@ def run_all(model, quick: bool = False, backends=("torch", "onnx"), model_path: 
     ours = stream_timing(make_runtime(model), speech(baseline_s), repeats=2)["rtf"]
     results["speedup_vs_recompute"] = ours / results["recompute_baseline_rtf"]
     results["offline_batch_rtf_2threads"] = offline_batch_rtf(model, speech(10.0))
-    results["train_step"] = train_step_ratio(model)
+    results["train_step_s"] = train_step_seconds(model)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
 

@@ -1,21 +1,26 @@
-"""The talkmotion model: audio encoder → autoregressive Transformer decoder → ARKit frames.
+"""The talkmotion model: audio encoder → Transformer decoder → ARKit frames.
 
 Read top to bottom:
   ModelDims       every size: plain data saved inside the checkpoint, the encoder's config nested
   Attention       our own multi-head attention over given keys/values, with an additive bias
-  Decoder         causal self-attention over previous output frames + cross-attention to a
-                  bounded window of audio features, split output heads
+  Decoder         per output frame, a query from the newest audio feature it may hear; causal
+                  self-attention over earlier frames' states + cross-attention to a bounded
+                  window of audio features; split output heads
   TalkModel       encoder (one of the kinds in encoders/) + decoder + label normalisation:
-                    forward    every frame at once, teacher forced (training's parallel mode)
                     step       k frames of a batch of streams with bounded caches: the one decode
-                               path of streaming, the autoregressive training mode and validation
-                    free_run   frame after frame through `step`, fed back its own output (or the truth)
+                               path of streaming, training and validation
+                    forward    every frame of whole sequences: `step` once, from the empty state
+
+The decoder never hears its own output: each frame is computed from the audio and the
+decoder's states of earlier frames, so frames can be computed k at a time (a second of
+audio in one call when animating a file), training needs no scheduled sampling, and no
+error can feed on itself (an autoregressive head drifted to a fixed pose and froze there).
 
 Timing (timing.StreamTiming, from the encoder kind and the dims): output frame i may hear
 audio features up to `timing.last_feature(i)`, i.e. the audio up to the end of its own
 interval plus `lookahead_ms`. It attends to the `audio_window` newest of those and to the
-`self_window` newest output frames (itself included). Both windows are bounded, so a step
-costs the same at minute one and at hour ten.
+`self_window` newest frames (itself included). Both windows are bounded, so a step costs
+the same at minute one and at hour ten.
 """
 
 from __future__ import annotations
@@ -134,12 +139,12 @@ class DecoderLayer(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Previous output frames + audio window → next frames (blendshapes in [0,1], head bounded)."""
+    """Audio features → frames (blendshapes in [0,1], head bounded), k frames per step."""
 
     def __init__(self, dims: ModelDims):
         super().__init__()
         self.dims = dims
-        self.inp = nn.Linear(dims.n_channels, dims.d_model)
+        self.inp = nn.Linear(dims.d_model, dims.d_model)     # a frame's query from its newest feature
         self.layers = nn.ModuleList(DecoderLayer(dims) for _ in range(dims.n_layers))
         self.norm = nn.LayerNorm(dims.d_model)
         self.blend_head = nn.Linear(dims.d_model, labels.NUM_BLENDSHAPES)
@@ -154,54 +159,34 @@ class Decoder(nn.Module):
         head = torch.tanh(self.head_head(h)) * labels.HEAD_LIMIT_DEG
         return torch.cat([blend, head], dim=-1)
 
-    def memory_kv(self, memory: torch.Tensor) -> torch.Tensor:
-        """Audio features (B, S, d) → every layer's cross-attention keys/values (L, B, H, S, 2*dh)."""
-        return torch.stack([layer.cross_attn.project_kv(memory) for layer in self.layers])
+    def encode_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio features (B, m, d) → the decoder's view of them: every layer's cross-attention
+        keys/values (L, B, H, m, 2*dh) and each feature's frame query (B, m, d)."""
+        kv = torch.stack([layer.cross_attn.project_kv(features) for layer in self.layers])
+        return kv, self.inp(features)
 
-    def forward(self, prev: torch.Tensor, memory_kv: torch.Tensor, last_feature: torch.Tensor) -> torch.Tensor:
-        """Whole sequences (training, offline).
-
-        prev (B, T, C) normalised previous frames; memory_kv (L, B, H, J, 2*dh) from `memory_kv`;
-        last_feature (T,) newest feature index each frame may use. Returns (B, T, C).
-        """
-        t, j = prev.shape[1], memory_kv.shape[3]
-        dist_self = torch.arange(t)[:, None] - torch.arange(t)[None, :]              # (T, T)
-        dist_cross = last_feature[:, None] - torch.arange(j)[None, :]               # (T, J)
-        x = self.inp(prev)
-        for n, layer in enumerate(self.layers):
-            x, _ = layer(x, None, _band_bias(self.self_pos[n], dist_self),
-                         memory_kv[n], _band_bias(self.cross_pos[n], dist_cross))
-        return self.outputs(x)
-
-    def step(self, prev, new_kv, window_kv, window_valid, cache, cache_valid, hidden=None):
+    def step(self, new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q):
         """k frames for a batch of streams, with bounded caches (see TalkModel.step)."""
         width, keep = self.dims.audio_window, self.dims.self_window - 1
-        k = prev.shape[1]
+        k, m = hidden.shape[0], new_q.shape[1]
         window_kv = torch.cat([window_kv, new_kv], dim=3)
-        # Sized from new_kv.shape, not ones_like(...): the ONNX exporter folds ones_like of a
+        # Sized from new_q.shape, not ones_like(...): the ONNX exporter folds ones_like of a
         # traced tensor into a constant of the example's length.
-        window_valid = torch.cat([window_valid, torch.ones(prev.shape[0], new_kv.shape[3], dtype=torch.bool)], dim=1)
-        if hidden is None:          # every frame of the step hears every new feature: keep the newest W
-            window_kv, window_valid = window_kv[:, :, :, -width:], window_valid[:, -width:]
-            dist_cross = torch.arange(width - 1, -1, -1).expand(k, width)                 # (k, W)
-        else:                       # frame q hears all but the newest hidden[q] (their ages, oldest first)
-            dist_cross = (window_valid.shape[1] - 1 - hidden)[:, None] - torch.arange(window_valid.shape[1])
+        window_valid = torch.cat([window_valid, torch.ones(new_q.shape[0], m, dtype=torch.bool)], dim=1)
+        # Frame q hears all but the newest hidden[q] features: their ages, oldest first.
+        dist_cross = (window_valid.shape[1] - 1 - hidden)[:, None] - torch.arange(window_valid.shape[1])
+        # Its query: the newest feature it hears (from before this step when it hears none of the new).
+        queries = torch.cat([newest_q, new_q], dim=1)[:, m - hidden]                 # (B, k, d)
         # Self keys: the cached frames, then the step's own k frames, oldest first.
         dist_self = (keep + torch.arange(k))[:, None] - torch.arange(keep + k)[None, :]  # (k, keep+k)
-        self_valid = torch.cat([cache_valid, torch.ones(prev.shape[0], k, dtype=torch.bool)], dim=1)
-        # One frame per stream runs on (B, d) rows: every Linear is then a plain matrix product plus
-        # bias, which ONNX Runtime fuses into one Gemm (on (B, 1, d) it would add reshapes instead).
-        x = self.inp(prev[:, 0] if k == 1 else prev)
-        new_cache = []
+        self_valid = torch.cat([cache_valid, torch.ones(new_q.shape[0], k, dtype=torch.bool)], dim=1)
+        x, new_cache = queries, []
         for n, layer in enumerate(self.layers):
             x, kv = layer(x, cache[n], _masked_bias(self.self_pos[n], dist_self, self_valid),
                           window_kv[n], _masked_bias(self.cross_pos[n], dist_cross, window_valid))
             new_cache.append(_newest(torch.cat([cache[n], kv], dim=2), keep, dim=2))
-        if hidden is not None:
-            window_kv, window_valid = window_kv[:, :, :, -width:], window_valid[:, -width:]
-        out = self.outputs(x)
-        return (out[:, None] if k == 1 else out, window_kv, window_valid, torch.stack(new_cache),
-                _newest(self_valid, keep, dim=1))
+        return (self.outputs(x), window_kv[:, :, :, -width:], window_valid[:, -width:], torch.stack(new_cache),
+                _newest(self_valid, keep, dim=1), torch.cat([newest_q, new_q], dim=1)[:, -1:])
 
 
 def _newest(x: torch.Tensor, count: int, dim: int) -> torch.Tensor:
@@ -233,14 +218,11 @@ class TalkModel(nn.Module):
         self.timing = stream_timing(dims)
         self.encoder = encoders.build(dims.encoder, dims.d_model, header, backbone)
         self.decoder = Decoder(dims)
-        # Label normalisation (from the training data) for the fed-back frames and the loss,
-        # and which channels the model was trained on (the rest are left to post-processing).
+        # Label statistics of the training data (the loss's scale per channel; a fine-tune keeps
+        # them), and which channels the model was trained on (the rest are left to post-processing).
         self.register_buffer("label_mean", torch.zeros(dims.n_channels))
         self.register_buffer("label_std", torch.ones(dims.n_channels))
         self.register_buffer("trained", torch.ones(dims.n_channels, dtype=torch.bool))
-
-    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
-        return (frames - self.label_mean) / self.label_std
 
     def finish(self, out: torch.Tensor) -> torch.Tensor:
         """Untrained channels rest at 0 instead of whatever an untrained head says."""
@@ -254,70 +236,43 @@ class TalkModel(nn.Module):
         """A batch (see data.dataset.collate) → audio features (B, J, d_model)."""
         return self.encoder.offline(batch)
 
-    def forward(self, prev: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced / scheduled-sampling pass: prev (B, T, C) raw previous frames,
-        memory (B, J, d_model) audio features → (B, T, C)."""
-        last = torch.as_tensor(self.timing.last_feature(np.arange(prev.shape[1])))
-        return self.finish(self.decoder(self.normalise(prev), self.decoder.memory_kv(memory), last))
+    def forward(self, memory: torch.Tensor, frames: int) -> torch.Tensor:
+        """Frames 0..frames-1 of whole sequences (training, validation, offline): audio features
+        memory (B, J, d_model) covering every frame's look-ahead → (B, frames, C). One `step`
+        from the empty state: the same arithmetic as streaming them in any chunks."""
+        last = self.timing.last_feature(np.arange(frames))
+        memory = memory[:, :int(last[-1]) + 1]
+        hidden = torch.as_tensor(memory.shape[1] - 1 - last)
+        new_kv, new_q = self.decoder.encode_features(memory)
+        return self.step(new_kv, new_q, hidden, *self.initial_decode_state(memory.shape[0]))[0]
 
     # --- the cached step ---
     def initial_decode_state(self, batch: int = 1) -> list[torch.Tensor]:
-        """window_kv, window_valid, cache, cache_valid of streams that have heard nothing."""
+        """window_kv, window_valid, cache, cache_valid, newest_q of streams that have heard nothing."""
         d = self.dims
         dh2 = 2 * d.d_model // d.n_heads
         device = self.label_mean.device
         return [torch.zeros(d.n_layers, batch, d.n_heads, d.audio_window, dh2, device=device),
                 torch.zeros(batch, d.audio_window, dtype=torch.bool, device=device),
                 torch.zeros(d.n_layers, batch, d.n_heads, d.self_window - 1, dh2, device=device),
-                torch.zeros(batch, d.self_window - 1, dtype=torch.bool, device=device)]
+                torch.zeros(batch, d.self_window - 1, dtype=torch.bool, device=device),
+                torch.zeros(batch, 1, d.d_model, device=device)]
 
-    def step(self, prev, new_kv, window_kv, window_valid, cache, cache_valid, hidden=None):
+    def step(self, new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q):
         """k output frames for a batch of B streams, every piece of state explicit.
 
-        prev (B, k, C) raw previous frames: frame q's input is frame q-1's output (fed back,
-        so k = 1 per call when free running) or the truth (teacher forced, any k).
-        new_kv (L, B, H, m, 2*dh): cross keys/values (`decoder.memory_kv`) of the m audio
-        features these frames bring. hidden (k,) int, or None when every frame hears all m:
-        how many of the newest features frame q must not hear yet.
+        new_kv (L, B, H, m, 2*dh) and new_q (B, m, d): `decoder.encode_features` of the m audio
+        features these frames bring. hidden (k,) int64: how many of the newest features frame q
+        must not hear yet (m - 1 - hidden[q] is the newest it hears; -1: none of the new ones).
         window_kv (L, B, H, W, 2*dh) and window_valid (B, W): the newest W features heard so
-        far, oldest first; cache (L, B, H, S-1, 2*dh) and cache_valid (B, S-1): self
-        keys/values of the S-1 previous frames, oldest first.
-        Returns frames (B, k, C), then the next window_kv, window_valid, cache, cache_valid.
+        far, oldest first; cache (L, B, H, S-1, 2*dh) and cache_valid (B, S-1): the decoder's
+        self keys/values of the S-1 previous frames, oldest first; newest_q (B, 1, d): the
+        query of the newest feature heard so far.
+        Returns frames (B, k, C), then the next window_kv, window_valid, cache, cache_valid, newest_q.
         """
-        out, *state = self.decoder.step(self.normalise(prev), new_kv, window_kv, window_valid, cache,
-                                        cache_valid, hidden)
+        out, *state = self.decoder.step(new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid,
+                                        newest_q)
         return (self.finish(out), *state)
-
-    def free_run(self, memory: torch.Tensor, frames: int, targets: torch.Tensor | None = None,
-                 p_teacher: float = 0.0, gen: torch.Generator | None = None) -> torch.Tensor:
-        """Frames 0..frames-1 one at a time through `step`, as streaming computes them.
-
-        memory (B, J, d_model) audio features covering every frame's look-ahead. Each frame
-        is fed the previous output, or with probability `p_teacher` (per stream and frame,
-        drawn from `gen`) the previous `targets` (B, T, C) frame. Returns (B, frames, C).
-        """
-        kv = self.decoder.memory_kv(memory)                                   # (L, B, H, J, 2*dh)
-        batch = memory.shape[0]
-        state = self.initial_decode_state(batch)
-        prev = memory.new_zeros(batch, 1, self.dims.n_channels)
-        added = self.timing.features_added(0, frames)
-        start, outputs = 0, []
-        for i in range(frames):
-            end = start + int(added[i])
-            out, *state = self.step(prev, kv[:, :, :, start:end], *state)
-            start = end
-            outputs.append(out)
-            prev = out
-            if p_teacher > 0:
-                use_truth = torch.rand(batch, 1, 1, generator=gen) < p_teacher
-                prev = torch.where(use_truth, targets[:, i:i + 1], out)
-        return torch.cat(outputs, dim=1)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-
-def shift_previous(frames: torch.Tensor) -> torch.Tensor:
-    """(B, T, C) targets → previous-frame inputs: a neutral row, then frames[:-1]."""
-    start = torch.zeros_like(frames[:, :1])
-    return torch.cat([start, frames[:, :-1]], dim=1)

@@ -120,6 +120,12 @@ class StreamTiming:
             last[0] = -1
         return np.diff(last)
 
+    @staticmethod
+    def features_hidden(added: np.ndarray) -> np.ndarray:
+        """(k,) how many features each frame of a step brings → (k,) int64: how many of the
+        step's newest features frame q may not hear yet (what the decoder's step takes)."""
+        return (int(np.sum(added)) - np.cumsum(added)).astype(np.int64)
+
     def samples_for_frame(self, i: int) -> int:
         """Samples a stream must hold before frame i can be computed: its need, rounded up
         to the end of the encoder block that holds its last feature."""

@@ -4,15 +4,10 @@ Read top to bottom: the config, the loss, the objective (the one module training
 differentiates), the Trainer (set-up, one step, validation, checkpoints, the loop).
 
 Loss: masked smooth-L1 on normalised labels plus a velocity term; optionally a phone loss
-that teaches the audio encoder the phones of clips with timings. Scheduled sampling two
-ways (config `sampling.mode`):
-  autoregressive  the seed's loop: frame by frame through the model's cached step
-                  (`TalkModel.free_run`, the path streaming uses), each frame fed the
-                  ground truth with probability p, else the model's own previous output;
-  parallel        two passes: a teacher-forced pass predicts every frame at once, then
-                  a second pass is fed the ground truth with probability p, else those
-                  predictions. Much faster per step; same idea.
-p falls from `tf_start` to `tf_end` over `tf_ramp_steps`.
+that teaches the audio encoder the phones of clips with timings. The model never hears
+its own output (model.py), so a batch is one pass through the model's cached step,
+`TalkModel.forward`, the same arithmetic streaming does: no teacher forcing, no
+scheduled sampling.
 
 AdamW (no decay on norms, biases and position tables) with warm-up and cosine decay,
 gradient clipping, EMA weights (the exported model), bf16 autocast where asked, a
@@ -43,10 +38,11 @@ from .checkpoint import (load_checkpoint, load_training_state, optimizer_state, 
 from .config import ConfigError, load as load_config, to_dict
 from .data.dataset import ClipSet, DataConfig, StepBatches, has_split, whole_clip_batch
 from .data.phonemes import NO_PHONE, PHONE_CLASSES
+from .data.teacher import TeacherConfig
 from .errors import TalkmotionError
 from .files import write_json
 from .metrics import summary_metrics
-from .model import ModelDims, TalkModel, shift_previous
+from .model import ModelDims, TalkModel
 
 MOUTH_CLOSE = labels.index("mouthClose")
 
@@ -92,20 +88,6 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
-    mode: Literal["parallel", "autoregressive"] = "parallel"   # two-pass, or the seed's frame loop
-    tf_start: float = 1.0           # teacher-forcing probability at step 0
-    tf_end: float = 0.2             # ... after tf_ramp_steps (the seed's published model used 0.2)
-    tf_ramp_steps: int = 2000
-
-    def __post_init__(self):
-        for name in ("tf_start", "tf_end"):
-            _check(_finite(getattr(self, name)) and 0 <= getattr(self, name) <= 1,
-                   f"sampling.{name} must be between 0 and 1, got {getattr(self, name)}")
-        _check(self.tf_ramp_steps >= 0, f"sampling.tf_ramp_steps must be 0 or more, got {self.tf_ramp_steps}")
-
-
-@dataclass(frozen=True)
 class LossConfig:
     beta: float = 0.1               # smooth-L1 transition, in normalised units
     velocity_weight: float = 0.5    # frame-to-frame difference term
@@ -116,11 +98,20 @@ class LossConfig:
     phone_weight: float = 0.0       # cross-entropy of a phone classifier on the audio features, for
                                     # clips with phone timings: teaches the encoder what is said.
                                     # The classifier exists only in training; models never carry it
+    distill_weight: float = 0.0     # squared error of a projection of the audio features against
+                                    # Whisper's on the clean clip (data/teacher.py): teaches the encoder
+                                    # speech as Whisper hears it. Training only, like the phone head
+    distill_layers: int = 2         # the teacher: Whisper tiny.en's blocks...
+    distill_window: int = 64        # ...and the features each attends to
 
     def __post_init__(self):
-        for name in ("beta", "velocity_weight", "std_floor", "closure_weight", "closure_level", "phone_weight"):
+        for name in ("beta", "velocity_weight", "std_floor", "closure_weight", "closure_level", "phone_weight",
+                     "distill_weight"):
             _check(_finite(getattr(self, name)), f"loss.{name} must be a finite number, got {getattr(self, name)}")
-        for name in ("velocity_weight", "closure_weight", "phone_weight"):
+        _check(self.distill_layers >= 1 and self.distill_window >= 2,
+               f"loss.distill_layers must be at least 1 and distill_window at least 2, got "
+               f"{self.distill_layers} and {self.distill_window}")
+        for name in ("velocity_weight", "closure_weight", "phone_weight", "distill_weight"):
             _check(getattr(self, name) >= 0, f"loss.{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("beta", "std_floor"):
             _check(getattr(self, name) > 0, f"loss.{name} must be above 0, got {getattr(self, name)}")
@@ -142,7 +133,6 @@ class TrainConfig:
     model: ModelDims = field(default_factory=ModelDims)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self):
@@ -199,46 +189,61 @@ class PhoneHead(torch.nn.Module):
         return int(((logits.argmax(-1) == target) & known).sum()), int(known.sum())
 
 
-def teacher_forcing(step: int, cfg: SamplingConfig) -> float:
-    ramp = min(1.0, step / max(1, cfg.tf_ramp_steps))
-    return cfg.tf_start + (cfg.tf_end - cfg.tf_start) * ramp
+class DistillHead(torch.nn.Module):
+    """Training-only projection of the audio features onto the teacher's (the distillation
+    loss); never exported. Targets are standardised per dimension (Whisper has a few huge ones)."""
 
+    def __init__(self, d_model: int, width: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(d_model, width)
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
 
-def parallel_pass(model: TalkModel, memory, targets, p_tf: float, gen: torch.Generator):
-    """Two-pass scheduled sampling: (B, T, C) predictions with gradients."""
-    prev_truth = shift_previous(targets)
-    with torch.no_grad():
-        first = model(prev_truth, memory.detach())
-    use_truth = torch.rand(targets.shape[:2] + (1,), generator=gen) < p_tf
-    return model(torch.where(use_truth, prev_truth, shift_previous(first)), memory)
+    @torch.no_grad()
+    def fit_to(self, tracks: list[np.ndarray]) -> None:
+        sample = np.concatenate([np.asarray(t, np.float32) for t in tracks[:400]])
+        self.mean.copy_(torch.from_numpy(sample.mean(0)))
+        self.std.copy_(torch.from_numpy(sample.std(0) + 1e-3))
 
-
-def autoregressive_pass(model: TalkModel, memory, targets, p_tf: float, gen: torch.Generator):
-    """The seed's loop, through the model's cached step: (B, T, C) predictions with gradients."""
-    return model.free_run(memory, targets.shape[1], targets, p_tf, gen)
-
-
-PASSES = {"parallel": parallel_pass, "autoregressive": autoregressive_pass}
+    def loss(self, memory: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """memory (B, J, d); teacher (B, J', width), valid (B, J') with J' >= J."""
+        j = memory.shape[1]
+        target = (teacher[:, :j].float() - self.mean) / self.std
+        err = (self.linear(memory) - target).square().mean(-1)                    # (B, J)
+        keep = valid[:, :j].float()
+        return (err * keep).sum() / keep.sum().clamp(min=1)
 
 
 class Objective(torch.nn.Module):
     """The training loss of a batch: everything training differentiates in one module, so
     data-parallel training (DDP wraps this) averages every gradient, the phone head's too."""
 
-    def __init__(self, model: TalkModel, cfg: TrainConfig):
+    def __init__(self, model: TalkModel, cfg: TrainConfig, teacher_tracks: list[np.ndarray] | None = None):
+        """`teacher_tracks`: the training clips' teacher tracks, with the distillation loss on."""
         super().__init__()
         self.model, self.cfg = model, cfg
         self.phone_head = PhoneHead(model.dims.d_model) if cfg.loss.phone_weight else None
+        self.distill_head = None
+        if cfg.loss.distill_weight:
+            self.distill_head = DistillHead(model.dims.d_model, teacher_tracks[0].shape[1])
+            self.distill_head.fit_to(teacher_tracks)
 
-    def forward(self, batch: dict, p_tf: float, gen: torch.Generator) -> torch.Tensor:
+    def heads(self) -> dict[str, torch.nn.Module]:
+        """The training-only heads that are on, by the name their state is saved under."""
+        return {name: head for name, head in (("phone_head", self.phone_head), ("distill_head", self.distill_head))
+                if head is not None}
+
+    def forward(self, batch: dict) -> torch.Tensor:
         model = self.model
-        targets = torch.where(batch["mask"], batch["labels"], model.label_mean)
         with _autocast(self.cfg.optim.amp):
             memory = model.features(batch)
-            pred = PASSES[self.cfg.sampling.mode](model, memory, targets, p_tf, gen)
+            pred = model(memory, batch["labels"].shape[1])
         loss = masked_loss(pred.float(), batch["labels"], batch["mask"], model.label_std, self.cfg.loss)
         if self.phone_head is not None:
             loss = loss + self.cfg.loss.phone_weight * self.phone_head.loss(memory.float(), batch["phones"])
+        if self.distill_head is not None:
+            loss = loss + self.cfg.loss.distill_weight * self.distill_head.loss(memory.float(), batch["teacher"],
+                                                                                batch["teacher_valid"])
         return loss
 
 
@@ -267,12 +272,14 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        data = cfg.data
-        self.train_set = ClipSet(data, data.train_split)
+        data, loss = cfg.data, cfg.loss
+        teacher = TeacherConfig(loss.distill_layers, loss.distill_window) if loss.distill_weight else None
+        self.train_set = ClipSet(data, data.train_split, teacher=teacher)
         validating = data.max_val_clips > 0 and has_split(data, data.val_split)
         self.val_set = ClipSet(data, data.val_split, data.max_val_clips) if validating else None
         self.model = self._fine_tune_start(cfg.init) if cfg.init else self._new_model()
-        self.objective = Objective(self.model, cfg)
+        tracks = [t for source in self.train_set.tracks for t in source]
+        self.objective = Objective(self.model, cfg, tracks)
         if world > 1:   # every gradient averaged; DDP starts every rank from rank 0's weights
             from torch.nn.parallel import DistributedDataParallel
 
@@ -283,7 +290,6 @@ class Trainer:
         self.optim = torch.optim.AdamW(param_groups(self.objective, cfg.optim.weight_decay), lr=cfg.optim.lr)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.step = 0
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
         self.history: list[dict] = []
 
     def _new_model(self) -> TalkModel:
@@ -331,7 +337,7 @@ class Trainer:
     def train_step(self, batch) -> float:
         for group in self.optim.param_groups:
             group["lr"] = self.lr_at(self.step)
-        loss = self.step_loss(batch, teacher_forcing(self.step, self.cfg.sampling), self.gen)
+        loss = self.step_loss(batch)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         # After DDP's averaging the norm is the same on every rank, so all ranks stop together.
@@ -355,7 +361,7 @@ class Trainer:
     # --- validation ---
     @torch.no_grad()
     def validate(self) -> dict:
-        """Free-running loss and lip metrics on validation clips, EMA weights, the streaming path."""
+        """Loss and lip metrics on whole validation clips, EMA weights, the streaming arithmetic."""
         if self.val_set is None:
             return {}
         model = self.ema_model()
@@ -364,7 +370,7 @@ class Trainer:
         for clip in self.val_set.clips:
             batch = whole_clip_batch(clip, model.dims)
             memory = model.features(batch)
-            pred = model.free_run(memory, batch["labels"].shape[1])
+            pred = model(memory, batch["labels"].shape[1])
             losses.append(float(masked_loss(pred, batch["labels"], batch["mask"], model.label_std, self.cfg.loss)))
             preds.append(pred[0].numpy())
             if head is not None:
@@ -386,9 +392,8 @@ class Trainer:
         """Everything needed to continue exactly (weights, EMA, optimizer, RNG, step), and the EMA model."""
         optim = self.optim.state_dict()
         groups = {"model": self.model.state_dict(), "ema": self.ema, "optim": optimizer_tensors(optim["state"]),
-                  "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state()}}
-        if self.objective.phone_head is not None:
-            groups["phone_head"] = self.objective.phone_head.state_dict()
+                  "rng": {"torch": torch.get_rng_state()}}
+        groups.update({name: head.state_dict() for name, head in self.objective.heads().items()})
         record = {"step": self.step, "param_groups": optim["param_groups"], "history": self.history,
                   "config": to_dict(self.cfg)}
         self.out.mkdir(parents=True, exist_ok=True)
@@ -400,23 +405,24 @@ class Trainer:
         if not path.exists():
             return False
         groups, record = load_training_state(path)
-        self._check_resumable(path, record["config"], "phone_head" in groups)
+        self._check_resumable(path, record["config"], groups)
         self.model.load_state_dict(groups["model"])
         self.ema = groups["ema"]
-        if self.objective.phone_head is not None:
-            self.objective.phone_head.load_state_dict(groups["phone_head"])
+        for name, head in self.objective.heads().items():
+            head.load_state_dict(groups[name])
         self.optim.load_state_dict({"state": optimizer_state(groups["optim"]), "param_groups": record["param_groups"]})
         torch.set_rng_state(groups["rng"]["torch"])
-        self.gen.set_state(groups["rng"]["gen"])
         self.step, self.history = record["step"], record["history"]
         return True
 
-    def _check_resumable(self, path: Path, saved: dict, saved_phone_head: bool) -> None:
-        """The saved run's parameters must be this run's: same model, same start, phone loss on or off alike."""
+    def _check_resumable(self, path: Path, saved: dict, groups: dict) -> None:
+        """The saved run's parameters must be this run's: same model, same start, the same
+        training-only heads (phone and distillation losses on or off alike)."""
         now = to_dict(self.cfg)
         differ = [key for key in ("model", "init") if json.dumps(saved.get(key)) != json.dumps(now[key])]
-        if saved_phone_head != (self.objective.phone_head is not None):
-            differ.append("loss.phone_weight (on or off)")
+        for name, weight in (("phone_head", "phone_weight"), ("distill_head", "distill_weight")):
+            if (name in groups) != (name in self.objective.heads()):
+                differ.append(f"loss.{weight} (on or off)")
         if differ:
             raise ConfigError(f"{path}: cannot resume, the run was started with other {', '.join(differ)}; "
                               f"use the same settings or another out_dir")
@@ -453,7 +459,7 @@ class Trainer:
             done = self.step == cfg.optim.steps
             if self.step % cfg.log_every == 0 or done:
                 last = {"step": self.step, "loss": float(np.mean(running)), "lr": self.lr_at(self.step),
-                        "tf": teacher_forcing(self.step, cfg.sampling), "sec": round(time.time() - t0, 1)}
+                        "sec": round(time.time() - t0, 1)}
                 running = []
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
                 self._log(last, "train", writer)

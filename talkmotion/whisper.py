@@ -2,10 +2,12 @@
 
 Whisper (Radford et al. 2022) was trained on 680 000 hours of real speech, so its
 encoder's early layers describe what is said rather than who says it: the reason
-talkmotion uses it. Only the front is used: the two convolutions and the first
-`layers` Transformer blocks, frozen. Three changes make it stream:
-  * the log-mel is computed frame by frame (frame m covers samples [160m, 160m + 400))
-    with a fixed floor instead of "8 decades below this 30 s window's loudest bin";
+talkmotion uses it (as the "whisper" encoder kind, encoders/whisper.py, and as the
+teacher of distillation, data/teacher.py). Only the front is used: the two convolutions
+and the first `layers` Transformer blocks, frozen. Three changes make it stream:
+  * the log-mel (audio.WHISPER_MEL) is computed frame by frame (frame m covers samples
+    [160m, 160m + 400)) with a fixed floor instead of "8 decades below this 30 s
+    window's loudest bin";
   * the convolutions see no future beyond their own kernels: conv1 output c_m reads mel
     frames m-1..m+1 and feature j reads c_(2j-2)..c_(2j) (conv2's phase moved one step
     earlier than Whisper's), so feature j needs mel frames up to 2j + 1, i.e.
@@ -24,7 +26,6 @@ Weights come from two places, mapped onto the same module:
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,19 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio import SAMPLE_RATE
 from .errors import TalkmotionError
+from .timing import MEL_HOP, MEL_WINDOW, N_MELS
 
-N_FFT = 400                      # 25 ms analysis window, as Whisper
-MEL_HOP = 160                    # 10 ms between mel frames
-N_MELS = 80
 CONV_STRIDE = 2                  # conv2 halves the rate: one feature per two mel frames
-FEATURE_HOP = MEL_HOP * CONV_STRIDE          # 320 samples = 20 ms between features
-FEATURE_NEED_BASE = MEL_HOP + N_FFT          # feature 0 reads mel frames 0 and 1: 560 samples
-FEATURE_CENTRE_BASE = N_FFT // 2 - MEL_HOP    # feature j is centred on mel frame 2j - 1's window
+FEATURE_HOP = MEL_HOP * CONV_STRIDE           # 320 samples = 20 ms between features
+FEATURE_NEED_BASE = MEL_HOP + MEL_WINDOW      # feature 0 reads mel frames 0 and 1: 560 samples
+FEATURE_CENTRE_BASE = MEL_WINDOW // 2 - MEL_HOP   # feature j is centred on mel frame 2j - 1's window
+FEATURE_SPAN = 4 * MEL_HOP + MEL_WINDOW       # the audio a feature hears: mel frames 2j-3 .. 2j+1
 MAX_POSITIONS = 1500             # Whisper's positional table: 30 s of features
-LOG_FLOOR = -8.0                 # log10 power floor: Whisper clamps 8 decades below its window's peak,
-                                 # and speech peaks near 0 on its scale
 CT2_BINARY_VERSION = 6
 
 
@@ -54,62 +51,11 @@ class WhisperError(TalkmotionError, ValueError):
     """Whisper weights that cannot be read; the message names the file."""
 
 
-# --- the log-mel front end ----------------------------------------------------------------
-
-def slaney_mel_filters(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
-    """Whisper's filterbank (librosa's default: Slaney's mel scale, area-normalised), (n_mels, n_fft//2+1)."""
-    linear_step, log_start_hz = 200.0 / 3, 1000.0
-    log_start_mel = log_start_hz / linear_step
-    log_step = math.log(6.4) / 27.0
-
-    def to_mel(hz):
-        hz = np.asarray(hz, np.float64)
-        return np.where(hz >= log_start_hz, log_start_mel + np.log(np.maximum(hz, 1e-9) / log_start_hz) / log_step,
-                        hz / linear_step)
-
-    def to_hz(mel):
-        mel = np.asarray(mel, np.float64)
-        return np.where(mel >= log_start_mel, log_start_hz * np.exp(log_step * (mel - log_start_mel)),
-                        mel * linear_step)
-
-    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    edges = to_hz(np.linspace(to_mel(0.0), to_mel(sr / 2), n_mels + 2))
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    bank = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
-    return (bank * (2.0 / (hi - lo))).astype(np.float32)
-
-
-class WhisperMel:
-    """Whisper's normalised log-mel, frame by frame from audio pushed in any chunk sizes."""
-
-    def __init__(self):
-        self.window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)   # periodic Hann, as torch.hann_window
-        self.filters = slaney_mel_filters().T.copy()                   # (n_freq, n_mels)
-        self.offsets = np.arange(N_FFT)
-        self.buffer = np.zeros(0, np.float32)
-
-    def push(self, pcm: np.ndarray) -> np.ndarray:
-        """Append samples; return the newly completed frames, (n, N_MELS) float32."""
-        self.buffer = np.concatenate([self.buffer, np.asarray(pcm, np.float32)])
-        n = 0 if self.buffer.size < N_FFT else (self.buffer.size - N_FFT) // MEL_HOP + 1
-        frames = self.buffer[np.arange(n)[:, None] * MEL_HOP + self.offsets] * self.window
-        self.buffer = self.buffer[n * MEL_HOP:]
-        return normalised_log_mel(frames, self.filters)
-
-
-def normalised_log_mel(frames: np.ndarray, filters: np.ndarray) -> np.ndarray:
-    """Windowed frames (n, N_FFT) → Whisper's scale: (max(log10 power, floor) + 4) / 4."""
-    import scipy.fft
-
-    spectrum = scipy.fft.rfft(frames, axis=1, workers=1)
-    power = spectrum.real ** 2 + spectrum.imag ** 2
-    log = np.log10(np.maximum(power @ filters, 1e-10))
-    return ((np.maximum(log, LOG_FLOOR) + 4.0) / 4.0).astype(np.float32)
-
-
 def whisper_log_mel(pcm: np.ndarray) -> np.ndarray:
-    """Whole-signal log-mel, (n_frames, N_MELS); the same frames as WhisperMel."""
-    return WhisperMel().push(pcm)
+    """Whole-signal log-mel on Whisper's scale, (n_frames, N_MELS); the frames a stream gets."""
+    from .audio import WHISPER_MEL, log_mel
+
+    return log_mel(pcm, WHISPER_MEL)
 
 
 def feature_need(j):

@@ -84,8 +84,8 @@ def test_augment_is_reproducible_per_seed_and_keeps_labels_aligned():
     cfg = aug.AugmentConfig(timbre_prob=0.5, pitch_prob=0.5, tempo_prob=0.5)
     runs = [aug.augment(audio, labels, mask, np.random.default_rng(7), cfg) for _ in range(2)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
-    for out, lab, msk, _ in runs[:1] + [aug.augment(audio, labels, mask, np.random.default_rng(s), cfg)
-                                     for s in range(8)]:
+    for out, lab, msk, _, _ in runs[:1] + [aug.augment(audio, labels, mask, np.random.default_rng(s), cfg)
+                                           for s in range(8)]:
         assert lab.shape[0] == num_frames(out.size) == msk.shape[0]
         assert np.abs(out).max() <= 1.0 + 1e-6 and np.isfinite(out).all()
 
@@ -112,8 +112,9 @@ def test_phone_track_is_retimed_with_the_audio_and_labels():
     cfg = aug.AugmentConfig(speed_prob=1.0, speed_range=(0.8, 0.8), tempo_prob=1.0, tempo_range=(1.1, 1.1),
                             eq_prob=0, noise_prob=0, reverb_prob=0, band_limit_prob=0)
     track = phone_track(clip.phonemes, clip.audio.size)
-    out, lab, _, moved = aug.augment(clip.audio, clip.labels, clip.mask, np.random.default_rng(0), cfg, track)
-    assert moved.size == pytest.approx(track.size / 0.88, abs=2)     # played 0.8 × 1.1 times as fast
+    out, lab, _, moved, played = aug.augment(clip.audio, clip.labels, clip.mask, np.random.default_rng(0), cfg,
+                                             track)
+    assert played == pytest.approx(0.88) and moved.size == pytest.approx(track.size / 0.88, abs=2)   # 0.8 × 1.1
     centres = (np.arange(lab.shape[0]) + 0.5) * SAMPLE_RATE / FPS
     phone = track_at(moved, centres)
     jaw = lab[:, channels.index("jawOpen")]

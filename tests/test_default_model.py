@@ -64,27 +64,61 @@ def test_mouth_moves_with_speech_and_rests_in_silence(model):
     assert quiet.max() < 0.08
 
 
-def test_lip_sync_on_unseen_tts_beats_the_energy_baseline(model, tmp_path):
-    """Fresh clips from the real TTS engines (seed not used for the shipped corpus)."""
-    from talkmotion.eval import evaluate, load_clips, model_source
+@pytest.fixture(scope="module")
+def unseen_voices(tmp_path_factory):
+    """Clips made now by dev voices that never reach training (flite's awb and the held-out
+    Kokoro dev voices; the test voices stay for the one reported test), re-timed by the
+    forced aligner so no engine grades its own voice."""
+    from talkmotion.eval import load_clips
 
-    out = tmp_path / "tts"
-    proc = subprocess.run([sys.executable, "-m", "talkmotion", "corpus", "synth", "-o", str(out), "--clips", "12",
-                           "--seed", "77", "--workers", "2", "--no-progress"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    clips = load_clips(out)
+    root = tmp_path_factory.mktemp("unseen")
+    synth = [sys.executable, "-m", "talkmotion", "corpus", "synth", "-o", str(root / "tts"), "--clips", "10",
+             "--engines", "flite,kokoro", "--voices", "awb,kokoro-dev-*", "--seed", "77",
+             "--workers", "2", "--no-progress"]
+    align = [sys.executable, "-m", "talkmotion", "corpus", "align", str(root / "tts"), "-o", str(root / "aligned"),
+             "--workers", "2", "--no-progress"]
+    for command in (synth, align):
+        proc = subprocess.run(command, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    clips = load_clips(root / "aligned")
+    assert len(clips) >= 8 and {c.meta["source"] for c in clips} == {"flite", "kokoro"}
+    return clips
+
+
+def test_frame_level_lip_sync_on_unseen_voices_beats_the_energy_jaw(model, unseen_voices):
+    """Issue 11's yardstick, frame by frame with aligner timings, on the path `animate` runs."""
+    from talkmotion.eval import evaluate, model_source
+
     predict, _ = model_source("default")
-    report = evaluate(clips, {"model": predict})
+    report = evaluate(unseen_voices, {"model": predict})
     ours, energy = report["sources"]["model"]["summary"], report["sources"]["energy"]["summary"]
-    assert ours["open_closed_auc"] >= 0.9
+    for name, got in (("model", ours), ("energy", energy)):
+        print(name, {k: got[k] for k in ("bilabial_closure", "frame_open_closed_auc", "frame_rounding_auc",
+                                         "openness_corr", "silence_closure", "lag_ms")})
+    assert ours["bilabial_closure"] >= 0.85 and energy["bilabial_closure"] < 0.7
+    assert ours["frame_open_closed_auc"] >= 0.85
+    assert ours["frame_open_closed_auc"] > energy["frame_open_closed_auc"]
+    assert ours["frame_rounding_auc"] >= 0.8                  # the energy jaw cannot round: 0.5
+    assert ours["openness_corr"] >= 0.65
     assert ours["silence_closure"] >= 0.9
     assert abs(ours["lag_ms"]) <= 34
-    assert ours["bilabial_closure"] > energy["bilabial_closure"]
-    assert ours["rounding_auc"] > energy["rounding_auc"] + 0.1
-    assert ours["l1_mouth"] < energy["l1_mouth"]
     torch_predict, _ = model_source("default", "torch")    # `eval --backend torch` scores the same frames
-    for clip in clips[:2]:
+    for clip in unseen_voices[:2]:
         np.testing.assert_allclose(torch_predict(clip), predict(clip), atol=1e-3)
+
+
+def test_the_head_does_not_drift_over_minutes_of_speech(model, unseen_voices):
+    """Three minutes of unseen voices with their own pauses, as `animate` runs them: the
+    head keeps moving and its running mean stays put (model v3 drifted to a fixed pose)."""
+    parts = [clip.audio for clip in unseen_voices]
+    audio = np.concatenate(parts * int(np.ceil(180 * 16000 / sum(p.size for p in parts))))[:180 * 16000]
+    head = animate_pcm(model, audio).head                   # (T, 3) degrees, default options
+    minute = 60 * 30
+    first, last = head[:minute].mean(axis=0), head[-minute:].mean(axis=0)
+    assert np.all(np.abs(head.mean(axis=0)) <= 2.0), head.mean(axis=0)
+    assert np.all(np.abs(last - first) <= 1.0), (first, last)
+    windows = head[: head.shape[0] // 150 * 150].reshape(-1, 150, 3).std(axis=1)
+    assert (windows[:, :2] >= 0.8).all(axis=1).mean() >= 0.6   # pitch and yaw both moving in most 5 s windows
 
 
 def test_demo_command_writes_outputs(tmp_path):

@@ -44,13 +44,13 @@ def test_state_is_named_and_its_initial_value_is_in_the_header(tiny_model, tmp_p
     out = export(tiny_model, tmp_path / "exported")
     header = json.loads((out / "model.json").read_text())
     blocks = [f"state_block{k}" for k in range(tiny_model.dims.encoder.layers)]
-    for graph, first_in, first_out, state in (
-            ("encode", "source", "new_kv", ["state_mel", *blocks]),
-            ("frame", "new_kv", "frame", ["prev", "window_kv", "window_valid", "cache", "cache_valid"])):
+    for graph, inputs, outputs, state in (
+            ("encode", ["source"], ["new_kv", "new_q"], ["state_mel", *blocks]),
+            ("decode", ["new_kv", "new_q", "hidden"], ["frames"],
+             ["window_kv", "window_valid", "cache", "cache_valid", "newest_q"])):
         g = onnx.load(str(out / f"{graph}.onnx")).graph
-        assert [i.name for i in g.input] == [first_in, *state]
-        # every state comes back as next_<name>; the frame is the next prev
-        assert [o.name for o in g.output] == [first_out, *("next_" + n for n in state if n != "prev")]
+        assert [i.name for i in g.input] == [*inputs, *state]
+        assert [o.name for o in g.output] == [*outputs, *("next_" + n for n in state)]   # every state comes back
         assert [s["name"] for s in header["state"][graph]] == state
     mel_state = header["state"]["encode"][0]
     silence = ((tiny_model.encoder.silence - tiny_model.encoder.mel_mean) / tiny_model.encoder.mel_std).numpy()
@@ -59,17 +59,17 @@ def test_state_is_named_and_its_initial_value_is_in_the_header(tiny_model, tmp_p
     assert header["predicted"] == tiny_model.predicted() and "jaw_gate_db" in header["post"]
 
 
-def test_frame_graph_has_almost_no_shape_arithmetic(tiny_model, tmp_path):
-    """A dynamic feature count must not cost Shape/Gather plumbing on every frame."""
+def test_decode_graph_has_little_shape_arithmetic(tiny_model, tmp_path):
+    """Dynamic feature and frame counts must not cost Shape/Gather plumbing per layer and head."""
     import onnxruntime as ort
 
     out = export(tiny_model, tmp_path / "exported")
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(out / "frame.onnx"), opts, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(str(out / "decode.onnx"), opts, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
-    # One Shape per decoder layer (its heads reshape of the new features) and one for their count.
-    assert ops.count("Shape") <= tiny_model.dims.n_layers + 1
+    # The step's counts (features, frames) and each layer's heads reshapes of its queries and keys.
+    assert ops.count("Shape") <= 5 * tiny_model.dims.n_layers + 4
 
 
 def test_export_never_replaces_a_folder_without_being_told(tiny_model, tmp_path, capsys):
@@ -77,10 +77,10 @@ def test_export_never_replaces_a_folder_without_being_told(tiny_model, tmp_path,
     save_checkpoint(checkpoint, tiny_model)
     out = tmp_path / "exported"
     assert main(["export", "--model", str(checkpoint), "-o", str(out)]) == 0
-    first = (out / "frame.onnx").stat().st_mtime_ns
+    first = (out / "decode.onnx").stat().st_mtime_ns
     assert main(["export", "--model", str(checkpoint), "-o", str(out)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert (out / "frame.onnx").stat().st_mtime_ns == first
+    assert (out / "decode.onnx").stat().st_mtime_ns == first
     assert main(["export", "--model", str(checkpoint), "-o", str(out), "--overwrite", "--no-check"]) == 0
     (tmp_path / "notes").mkdir()
     with pytest.raises(ExportError, match="not an exported model"):

@@ -30,7 +30,6 @@ def write_config(path, data_dir, out_dir, **extra):
         "data": {"sources": [{"path": str(data_dir)}], "crop_seconds": 1.5, "augment": {"enabled": False},
                  "workers": 0},
         "optim": {"steps": 20, "batch_size": 4, "warmup_steps": 5, "lr": 3e-3},
-        "sampling": {"tf_ramp_steps": 10},
     }
     for key, value in extra.items():
         node = cfg
@@ -55,7 +54,7 @@ def losses(out_dir):
 def test_tiny_model_overfits_one_clip(tmp_path):
     data = make_dataset(tmp_path / "d", count=2, val=1)   # one training clip
     cfg_path = write_config(tmp_path / "c.json", data, tmp_path / "run", **{
-        "optim.steps": 150, "optim.batch_size": 2, "sampling.tf_end": 1.0, "loss.velocity_weight": 0.0,
+        "optim.steps": 150, "optim.batch_size": 2, "loss.velocity_weight": 0.0,
         "model.dropout": 0.0, "optim.ema_decay": 0.9})
     cfg = load(TrainConfig, cfg_path)
     train(cfg)
@@ -81,15 +80,6 @@ def test_resume_continues_the_same_loss_curve(tmp_path, phone_weight):
     a, b = load_checkpoint(tmp_path / "a" / "model.safetensors"), load_checkpoint(tmp_path / "b" / "model.safetensors")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(va, vb, msg=k)
-
-
-def test_autoregressive_mode_trains(tmp_path):
-    data = make_dataset(tmp_path / "d", count=3)
-    cfg = load(TrainConfig, write_config(tmp_path / "c.json", data, tmp_path / "r", **{
-        "sampling.mode": "autoregressive", "optim.steps": 10}))
-    last = train(cfg)
-    assert np.isfinite(last["loss"])
-    assert (tmp_path / "r" / "model.safetensors").exists()
 
 
 def test_fine_tune_from_checkpoint_keeps_its_dims(tmp_path):
@@ -138,15 +128,14 @@ def test_torchrun_two_processes(tmp_path):
     assert training["world_size"] == 2 and training["steps"] == 6
 
 
-@pytest.mark.parametrize("mode", ["parallel", "autoregressive"])
-def test_data_parallel_processes_end_with_equal_weights(tmp_path, mode):
+def test_data_parallel_processes_end_with_equal_weights(tmp_path):
     """Each process trains on other crops; only averaged gradients keep their weights equal
-    (the autoregressive mode once ran outside DDP and drifted apart by 0.017 in 4 steps)."""
+    (a training mode that once ran outside DDP drifted apart by 0.017 in 4 steps)."""
     data = make_dataset(tmp_path / "d", count=4)
     cfg = write_config(tmp_path / "c.json", data, tmp_path / "ddp", **{
-        "optim.steps": 4, "optim.batch_size": 2, "sampling.mode": mode, "loss.phone_weight": 0.5})
+        "optim.steps": 4, "optim.batch_size": 2, "loss.phone_weight": 0.5})
     worker = Path(__file__).with_name("ddp_worker.py")
-    proc = torchrun(worker, cfg, port=29534 + (mode == "parallel"))
+    proc = torchrun(worker, cfg, port=29534)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ranks = [load_file(str(tmp_path / "ddp" / f"rank{r}.safetensors")) for r in (0, 1)]
     assert ranks[0].keys() == ranks[1].keys() and any(k.startswith("phone_head.") for k in ranks[0])
@@ -236,6 +225,58 @@ def test_phone_loss_teaches_the_encoder_and_stays_out_of_the_model(tmp_path):
     assert not any("phone" in k for k in saved.state_dict())
 
 
+def test_teacher_targets_are_read_where_each_crop_feature_was_in_the_clean_clip(tiny_dataset, tiny_dims):
+    """A teacher track whose feature k holds k: after speed and tempo changes, each crop
+    feature's target is the index of the clean clip's feature at the same moment of speech."""
+    from talkmotion.data import teacher
+    from talkmotion.data.augment import AugmentConfig
+    from talkmotion.data.clips import read_dataset
+    from talkmotion.data.dataset import ClipSet, DataConfig, SourceConfig
+
+    spec = teacher.TeacherConfig()
+    for entry in read_dataset(tiny_dataset).values():
+        from talkmotion.data.clips import load_clip
+
+        clip = load_clip(entry["path"])
+        count = teacher.compute_track(clip.audio[:4000], spec).shape[1]           # the real width
+        ramp = np.repeat(np.arange(clip.audio.size // 320 + 1, dtype=np.float16)[:, None], count, axis=1)
+        path = teacher.track_path(tiny_dataset, clip.id, spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, ramp)
+    cfg = DataConfig(sources=(SourceConfig(str(tiny_dataset)),), crop_seconds=1.0,
+                     augment=AugmentConfig(speed_prob=1.0, speed_range=(0.8, 0.8), tempo_prob=1.0,
+                                           tempo_range=(1.25, 1.25), noise_prob=0, reverb_prob=0))
+    clips = ClipSet(cfg, "train", teacher=spec)
+    example = clips._example(np.random.default_rng(5), tiny_dims, train=True)    # played 0.8 × 1.25 = 1.0
+    slow = DataConfig(sources=cfg.sources, crop_seconds=1.0, augment=AugmentConfig(
+        speed_prob=1.0, speed_range=(0.8, 0.8), noise_prob=0, reverb_prob=0, eq_prob=0, timbre_prob=0))
+    played = ClipSet(slow, "train", teacher=spec)._example(np.random.default_rng(5), tiny_dims, train=True)
+    for ex, factor in ((example, 1.0), (played, 0.8)):
+        expected = np.rint(((ex["first_sample"] + ex["feature_centres"]) * factor - 40) / 320)
+        got = ex["teacher"][:, 0].astype(np.float64)
+        assert ex["teacher_valid"].mean() > 0.5
+        np.testing.assert_array_equal(got[ex["teacher_valid"]], expected[ex["teacher_valid"]])
+
+
+def test_distillation_teaches_a_head_the_model_never_carries(tmp_path):
+    data = make_dataset(tmp_path / "d", count=4, val=1)
+    cfg = load(TrainConfig, write_config(tmp_path / "c.json", data, tmp_path / "run", **{
+        "optim.steps": 40, "loss.distill_weight": 1.0, "loss.velocity_weight": 0.0}))
+    trainer = Trainer(cfg)
+    head = trainer.objective.distill_head
+    batch = trainer.train_set.batch(0, 0, 4, trainer.model.dims, 0)
+    with torch.no_grad():
+        before = float(head.loss(trainer.model.features(batch), batch["teacher"], batch["teacher_valid"]))
+    trainer.fit()
+    with torch.no_grad():
+        after = float(head.loss(trainer.model.features(batch), batch["teacher"], batch["teacher_valid"]))
+    assert after < 0.85 * before
+    assert not any("distill" in k for k in load_checkpoint(tmp_path / "run" / "model.safetensors").state_dict())
+    off = load(TrainConfig, write_config(tmp_path / "c2.json", data, tmp_path / "run", **{"optim.steps": 50}))
+    with pytest.raises(ConfigError, match=r"loss.distill_weight \(on or off\)"):
+        Trainer(off).fit()
+
+
 @pytest.mark.parametrize("field, value", [("closure_weight", -1.0), ("velocity_weight", -0.5), ("beta", 0.0),
                                           ("phone_weight", -0.1), ("phone_weight", float("nan")),
                                           ("closure_weight", float("inf"))])
@@ -260,7 +301,7 @@ def test_shipped_configs_load(name):
 
 def test_default_config_is_the_recipe_of_the_shipped_model():
     """`talkmotion train configs/default.toml` retrains the embedded model: same model, data,
-    optimiser, sampling and loss as the run recorded in the model's header."""
+    optimiser and loss as the run recorded in the model's header."""
     from pathlib import Path
 
     from talkmotion.assets import DEFAULT_MODEL
@@ -272,7 +313,7 @@ def test_default_config_is_the_recipe_of_the_shipped_model():
     cfg = json.loads(json.dumps(cfg))                    # tuples as the header's JSON lists
     trained = read_header(DEFAULT_MODEL)["training"]["config"]
     assert not cfg["export"].startswith("talkmotion/")      # a run never writes into the package
-    for section in ("model", "data", "optim", "sampling", "loss", "seed"):
+    for section in ("model", "data", "optim", "loss", "seed"):
         assert cfg[section] == trained[section], section
     assert read_header(DEFAULT_MODEL)["training"]["steps"] == cfg["optim"]["steps"]
 
@@ -282,7 +323,6 @@ def test_default_config_is_the_recipe_of_the_shipped_model():
     ("optim.lr=NaN", "optim.lr must be a finite number above 0"),
     ("optim.steps=0", "optim.steps must be at least 1"),
     ("optim.amp=fp8", "optim.amp: 'fp8' is not one of 'auto', 'off', 'bf16'"),
-    ("sampling.mode=beam", "sampling.mode: 'beam' is not one of 'parallel', 'autoregressive'"),
     ("model.n_heads=3", r"model.d_model \(32\) must be divisible by n_heads \(3\)"),
     ("model.fps=29", "model.fps must be one of 24, 25, 30, 60"),
     ("model.lookahead_ms=-10", "model.lookahead_ms must be 0 or more"),
@@ -321,7 +361,7 @@ def test_a_loss_that_is_not_finite_stops_training_and_keeps_the_last_checkpoint(
     trainer = Trainer(cfg)
     real_forward = trainer.objective.forward
     monkeypatch.setattr(trainer.objective, "forward",
-                        lambda batch, p, gen: real_forward(batch, p, gen) * (float("nan") if trainer.step >= 13 else 1))
+                        lambda batch: real_forward(batch) * (float("nan") if trainer.step >= 13 else 1))
     with pytest.raises(TrainingError, match=r"step 14: the loss \(nan\).*state.safetensors keeps the last checkpoint"):
         trainer.fit()
     assert (tmp_path / "run" / "state.safetensors").read_bytes() == saved

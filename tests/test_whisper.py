@@ -52,9 +52,11 @@ def test_weights_from_ctranslate2_give_ctranslate2s_output():
 def test_filterbank_is_whispers():
     from transformers.audio_utils import mel_filter_bank
 
+    from talkmotion.audio import WHISPER_MEL, mel_filterbank
+
     theirs = mel_filter_bank(num_frequency_bins=201, num_mel_filters=80, min_frequency=0.0, max_frequency=8000.0,
                              sampling_rate=16000, norm="slaney", mel_scale="slaney")
-    assert np.abs(whisper.slaney_mel_filters() - theirs.T).max() < 1e-6
+    assert np.abs(mel_filterbank(WHISPER_MEL) - theirs).max() < 1e-6
 
 
 def test_transformers_checkpoint_loads_into_the_same_module(tmp_path):
@@ -86,10 +88,12 @@ def test_streaming_in_any_chunks_equals_offline():
             p.normal_(0, 0.2)
         encoder.positions.normal_(0, 0.5)
     pcm = (np.random.default_rng(0).standard_normal(16000 * 2) * 0.1).astype(np.float32)
-    stream = whisper.WhisperMel()
+    from talkmotion.audio import WHISPER_MEL, MelStream
+
+    stream = MelStream(WHISPER_MEL)
     mel_parts = [stream.push(pcm[a:a + 1234]) for a in range(0, pcm.size, 1234)]
     mel = np.concatenate(mel_parts)
-    assert np.array_equal(mel, whisper.whisper_log_mel(pcm))
+    assert np.allclose(mel, whisper.whisper_log_mel(pcm), atol=1e-5)
     mel = torch.from_numpy(mel)[None]
     with torch.no_grad():
         whole = encoder.encode(mel)
@@ -113,8 +117,8 @@ def test_timing_constants_agree_with_the_streaming_arithmetic():
     # feature j reads mel frames 2j-2 .. 2j+1; frame m covers samples [160m, 160m + 400)
     j = np.arange(5)
     last_mel = 2 * j + 1
-    assert np.array_equal(whisper.feature_need(j), last_mel * whisper.MEL_HOP + whisper.N_FFT)
-    assert np.array_equal(whisper.feature_centre(j), (2 * j - 1) * whisper.MEL_HOP + whisper.N_FFT // 2)
+    assert np.array_equal(whisper.feature_need(j), last_mel * 160 + 400)
+    assert np.array_equal(whisper.feature_centre(j), (2 * j - 1) * 160 + 200)
 
 
 def test_bad_weight_files_are_one_line_errors(tmp_path):
@@ -133,3 +137,62 @@ def test_bad_weight_files_are_one_line_errors(tmp_path):
         cut.write_bytes(WHISPER_TINY_EN.path.read_bytes()[:200_000])
         with pytest.raises(whisper.WhisperError, match="cut.bin: truncated"):
             whisper.read_ctranslate2(cut)
+
+
+# --- the "whisper" encoder kind ------------------------------------------------------------
+
+def tiny_whisper_model(seed: int = 0):
+    """A TalkModel whose encoder kind is "whisper", with a small random trunk (tests: no asset)."""
+    from conftest import TINY
+    from talkmotion.encoders.whisper import Config
+    from talkmotion.model import ModelDims, TalkModel
+
+    torch.manual_seed(seed)
+    trunk = whisper.WhisperEncoder(whisper.WhisperDims(width=32, heads=2, layers=2, window=16))
+    with torch.no_grad():
+        for p in trunk.parameters():
+            p.normal_(0, 0.2)
+        trunk.positions.normal_(0, 0.5)
+    dims = ModelDims(**{**TINY, "encoder": Config(layers=2, window=16)})
+    return TalkModel(dims, name="tiny-whisper", backbone=trunk).eval(), trunk
+
+
+def test_the_whisper_kind_streams_as_it_trains_and_exports(tmp_path):
+    from talkmotion.runtime import make_runtime
+    from talkmotion.runtime.export import compare_runtimes
+    from talkmotion.stream import Animator
+    from talkmotion.timing import num_frames
+    from talkmotion.postprocess import PostOptions
+    from talkmotion import encoders
+
+    model, _ = tiny_whisper_model()
+    pcm = (np.random.default_rng(3).standard_normal(16000 * 2) * 0.1).astype(np.float32)
+    t = num_frames(pcm.size)
+    need = model.timing.samples_for_frame(t - 1)
+    padded = np.concatenate([pcm, np.zeros(need - pcm.size, np.float32)])[None]
+    with torch.no_grad():
+        offline = model(model.features({"pcm": torch.from_numpy(padded),
+                                        **encoders.batch_inputs(model.dims.encoder, padded)}), t)[0].numpy()
+    raw = PostOptions(blinks="off", gaze="off", jaw_gate_db=0, head_motion=0.0)
+    animator = Animator(make_runtime(model, "torch"), raw)
+    streamed = np.concatenate([animator.push(pcm[a:a + 2345]).values for a in range(0, pcm.size, 2345)]
+                              + [animator.flush().values])
+    np.testing.assert_allclose(streamed, offline, atol=1e-4)
+    assert compare_runtimes(model, make_runtime(model, "onnx"), pcm, chunk=1111) < 1e-4
+
+
+def test_a_whisper_checkpoint_holds_no_whisper_weights(tmp_path):
+    from talkmotion.checkpoint import save_checkpoint
+
+    model, trunk = tiny_whisper_model()
+    assert not any(k.startswith("encoder.trunk") for k in model.state_dict())
+    assert set(k.split(".")[1] for k in model.state_dict() if k.startswith("encoder.")) == {"out"}
+    before = trunk.conv1.weight.clone()
+    model.train()
+    assert not trunk.training and not trunk.conv1.weight.requires_grad
+    assert torch.equal(trunk.conv1.weight, before)
+    save_checkpoint(tmp_path / "m.safetensors", model)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        assert not any("trunk" in k or "conv1" in k for k in f.keys())

@@ -196,12 +196,14 @@ def band_limit(audio):
 
 
 def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig, phones=None):
-    """Random chain of the above; returns (audio, labels, mask, phones).
+    """Random chain of the above; returns (audio, labels, mask, phones, played).
 
     `phones` (a phone track, see data.phonemes) is retimed with the audio; None stays None.
+    `played`: how many times faster the audio now plays (speed and tempo), so anything else
+    timed on the original clip (a teacher track) can be read where the new audio is.
     """
     if not cfg.enabled:
-        return audio, labels, mask, phones
+        return audio, labels, mask, phones, 1.0
     played = 1.0      # how many times faster the audio now plays
     if rng.random() < cfg.speed_prob:
         factor = rng.uniform(*cfg.speed_range)
@@ -227,4 +229,4 @@ def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig, p
         audio = add_noise(audio, rng, rng.uniform(*cfg.noise_snr_db))
     peak = float(np.max(np.abs(audio))) + 1e-8
     audio = audio / peak * min(1.0, 10 ** (rng.uniform(*cfg.gain_db) / 20))
-    return audio.astype(np.float32), labels, mask, phones
+    return audio.astype(np.float32), labels, mask, phones, played

@@ -20,6 +20,8 @@ from ..model import ModelDims, stream_timing
 from .augment import AugmentConfig, augment
 from .clips import Clip, ClipError, load_clip, read_dataset
 from .phonemes import NO_PHONE, track_at
+from .teacher import TeacherConfig, load_track, track_path
+from .teacher import track_at as teacher_track_at
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,15 @@ def has_split(cfg: DataConfig, split: str) -> bool:
 class ClipSet:
     """Clips of several sources held in memory (audio as int16), sampled by source weight."""
 
-    def __init__(self, cfg: DataConfig, split: str, limit: int | None = None):
+    def __init__(self, cfg: DataConfig, split: str, limit: int | None = None, teacher: TeacherConfig | None = None):
+        """`teacher`: also give every example its clip's teacher track (distillation targets),
+        computing and caching the tracks that are missing."""
         if not cfg.sources:
             raise ClipError("data.sources is empty: name at least one dataset folder")
         self.cfg = cfg
         self.ignore = labels.indices(cfg.ignore_channels)
         self.sources: list[list[Clip]] = []
+        self.tracks: list[list[np.ndarray]] = []      # per source and clip, with a teacher
         weights = []
         for src in cfg.sources:
             entries = [e for e in read_dataset(src.path).values() if e.get("split", "train") == split]
@@ -81,6 +86,8 @@ class ClipSet:
             if clips:
                 self.sources.append(clips)
                 weights.append(src.weight)
+                if teacher is not None:
+                    self.tracks.append(teacher_tracks(src.path, clips, teacher))
         if not self.sources:
             raise ClipError(f"no clips with split {split!r} in {', '.join(s.path for s in cfg.sources)}")
         self.weights = np.asarray(weights) / np.sum(weights)
@@ -104,14 +111,19 @@ class ClipSet:
         items = [self._example(rng, dims, train) for _ in range(size)]
         return collate(items, dims)
 
-    def _example(self, rng, dims: ModelDims, train: bool):
-        source = self.sources[rng.choice(len(self.sources), p=self.weights)]
-        clip = source[rng.integers(len(source))]
-        audio, lab, msk, phones = clip.audio, clip.labels, clip.mask.copy(), clip.phone_track
+    def _example(self, rng, dims: ModelDims, train: bool) -> dict:
+        s = rng.choice(len(self.sources), p=self.weights)
+        k = rng.integers(len(self.sources[s]))
+        clip = self.sources[s][k]
+        audio, lab, msk, phones, played = clip.audio, clip.labels, clip.mask.copy(), clip.phone_track, 1.0
         if train:
-            audio, lab, msk, phones = augment(audio, lab, msk, rng, self.cfg.augment, phones)
+            audio, lab, msk, phones, played = augment(audio, lab, msk, rng, self.cfg.augment, phones)
         msk[:, self.ignore] = False
-        return crop(audio, lab, msk, rng, dims, self.cfg.crop_seconds, phones)
+        example = crop(audio, lab, msk, rng, dims, self.cfg.crop_seconds, phones)
+        if self.tracks:     # the teacher heard the clean clip: read it where each crop feature sits
+            times = (example["first_sample"] + example["feature_centres"]) * played
+            example["teacher"], example["teacher_valid"] = teacher_track_at(self.tracks[s][k], times)
+        return example
 
 
 class StepBatches(torch.utils.data.IterableDataset):
@@ -130,11 +142,13 @@ class StepBatches(torch.utils.data.IterableDataset):
             yield self.clips.batch(step, self.rank, self.size, self.dims, self.seed)
 
 
-def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float, phones=None):
+def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float, phones=None) -> dict:
     """A crop of `seconds` starting on a random frame, with the audio its last frame needs.
 
-    Returns (audio padded to the frames' need, labels (T, C), mask (T, C), phone class per
-    audio feature (J,)), T and J fixed; `phones` is the clip's phone track (or None).
+    Returns {"audio": padded to the frames' need, "labels" (T, C), "mask" (T, C), "phones":
+    phone class per audio feature (J,), "first_sample": where the crop starts in `audio`,
+    "feature_centres": (J,) sample of each feature's centre within the crop}, T and J fixed;
+    `phones` is the clip's phone track (or None).
     """
     t = int(round(seconds * dims.fps))
     total = lab.shape[0]
@@ -148,7 +162,9 @@ def crop(audio, lab, msk, rng, dims: ModelDims, seconds: float, phones=None):
     need = stream_timing(dims).samples_for_frame(t - 1)
     segment = audio[s0:s0 + need]
     segment = np.concatenate([segment, np.zeros(need - segment.size, np.float32)])
-    return segment, lab, msk, feature_phones(phones, s0, need, dims)
+    features = stream_timing(dims).features
+    return {"audio": segment, "labels": lab, "mask": msk, "phones": feature_phones(phones, s0, need, dims),
+            "first_sample": s0, "feature_centres": features.centre(np.arange(features.count(need)))}
 
 
 def feature_phones(track, first_sample: int, num_samples: int, dims: ModelDims) -> np.ndarray:
@@ -161,17 +177,16 @@ def feature_phones(track, first_sample: int, num_samples: int, dims: ModelDims) 
     return track_at(track, first_sample + features.centre(np.arange(count)))
 
 
-def collate(items, dims: ModelDims):
-    """(audio, labels, mask, phones) crops → a batch: "pcm" (B, N), what the encoder reads
-    besides (e.g. "mel"), "labels" and "mask" (B, T, C), "phones" (B, J)."""
-    audio = np.stack([i[0] for i in items])
-    return {
-        "pcm": torch.from_numpy(audio),
-        **encoders.batch_inputs(dims.encoder, audio),
-        "labels": torch.from_numpy(np.stack([i[1] for i in items])),
-        "mask": torch.from_numpy(np.stack([i[2] for i in items])),
-        "phones": torch.from_numpy(np.stack([i[3] for i in items])),
-    }
+def collate(items: list[dict], dims: ModelDims) -> dict:
+    """Crops → a batch: "pcm" (B, N), what the encoder reads besides (e.g. "mel"), "labels"
+    and "mask" (B, T, C), "phones" (B, J), and with a teacher "teacher" (B, J, width) float16
+    and "teacher_valid" (B, J)."""
+    audio = np.stack([i["audio"] for i in items])
+    batch = {"pcm": torch.from_numpy(audio), **encoders.batch_inputs(dims.encoder, audio)}
+    for key in ("labels", "mask", "phones", "teacher", "teacher_valid"):
+        if key in items[0]:
+            batch[key] = torch.from_numpy(np.stack([i[key] for i in items]))
+    return batch
 
 
 def whole_clip_batch(clip: Clip, dims: ModelDims):
@@ -179,4 +194,15 @@ def whole_clip_batch(clip: Clip, dims: ModelDims):
     t = num_frames(clip.audio.size, dims.fps)
     need = stream_timing(dims).samples_for_frame(t - 1)
     audio = np.concatenate([clip.audio, np.zeros(max(0, need - clip.audio.size), np.float32)])[:need]
-    return collate([(audio, clip.labels, clip.mask, feature_phones(clip.phone_track, 0, need, dims))], dims)
+    return collate([{"audio": audio, "labels": clip.labels, "mask": clip.mask,
+                     "phones": feature_phones(clip.phone_track, 0, need, dims)}], dims)
+
+
+def teacher_tracks(root: str, clips: list[Clip], cfg: TeacherConfig) -> list[np.ndarray]:
+    """Every clip's teacher track, computing (with a progress bar) those not cached yet."""
+    from tqdm import tqdm
+
+    missing = [c for c in clips if not track_path(root, c.id, cfg).exists()]
+    for clip in tqdm(missing, desc=f"teacher {cfg.name}: {root}", unit="clip", disable=not missing):
+        load_track(root, clip, cfg)
+    return [load_track(root, c, cfg) for c in clips]

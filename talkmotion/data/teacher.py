@@ -52,9 +52,9 @@ def compute_track(audio: np.ndarray, cfg: TeacherConfig) -> np.ndarray:
     """Teacher features of 16 kHz audio, (J, width) float16, feature j centred at `whisper.feature_centre(j)`."""
     import torch
 
-    from ..whisper import whisper_log_mel
+    from ..audio import WHISPER_MEL, log_mel
 
-    mel = torch.from_numpy(whisper_log_mel(audio))[None]
+    mel = torch.from_numpy(log_mel(audio, WHISPER_MEL))[None]
     with torch.inference_mode():
         return _encoder(cfg).encode(mel)[0].numpy().astype(np.float16)
 
@@ -74,12 +74,12 @@ def load_track(root: str | Path, clip: Clip, cfg: TeacherConfig) -> np.ndarray:
 
 
 def track_at(track: np.ndarray, sample_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher features nearest to the given sample positions, (K, width) float32, and (K,) bool:
-    which positions fall inside the track (outside: zeros, not to be learned)."""
+    """Teacher features nearest to the given sample positions, (K, width) in the track's dtype,
+    and (K,) bool: which positions fall inside the track (outside: zeros, not to be learned)."""
     from ..whisper import FEATURE_CENTRE_BASE, FEATURE_HOP
 
     idx = np.rint((np.asarray(sample_times, np.float64) - FEATURE_CENTRE_BASE) / FEATURE_HOP).astype(np.int64)
     inside = (idx >= 0) & (idx < track.shape[0])
-    out = np.zeros((idx.size, track.shape[1]), np.float32)
+    out = np.zeros((idx.size, track.shape[1]), track.dtype)
     out[inside] = track[idx[inside]]
     return out, inside

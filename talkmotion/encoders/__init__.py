@@ -26,11 +26,12 @@ from __future__ import annotations
 import typing
 
 from ..config import ConfigError
-from . import mel, pretrained
+from . import mel, pretrained, whisper
 
 KINDS = {
     "mel": mel,
     "pretrained": pretrained,
+    "whisper": whisper,
 }
 
 # ModelDims.encoder holds one of these; config files choose one with `kind = "..."`.

@@ -28,10 +28,10 @@ from ..postprocess import PostOptions
 from ..timing import SAMPLE_RATE
 from . import ExportError, export_fingerprint
 from .onnx_runtime import FORMAT, VERSION, OnnxRuntime, state_entry
-from .torch_runtime import EncodeStep, FrameStep, TorchRuntime, example_source
+from .torch_runtime import DecodeStep, EncodeStep, TorchRuntime, example_source
 
 OPSET = 17
-FILES = {"encode": "encode.onnx", "frame": "frame.onnx"}
+FILES = {"encode": "encode.onnx", "decode": "decode.onnx"}
 
 
 def export_in_memory(model) -> tuple[dict, dict[str, bytes]]:
@@ -40,22 +40,26 @@ def export_in_memory(model) -> tuple[dict, dict[str, bytes]]:
         raise ExportError(f"model {model.name!r} {model.encoder.export_refusal}")
     check_finite(model.state_dict(), f"model {model.name!r}")
     model = model.eval()
-    encode, frame = EncodeStep(model), FrameStep(model)
+    encode, decode = EncodeStep(model), DecodeStep(model)
     source = example_source(model)
     with torch.no_grad():
-        new_kv = encode(source, *encode.initial_state())[0][:, :, :, :1]
-    encode_state, frame_state = encode.state_names(), frame.state_names()
-    graphs = {   # every state comes back as next_<name>; the frame is the next prev
+        new_kv, new_q = encode(source, *encode.initial_state())[:2]
+    hidden = torch.tensor([1, 0])
+    encode_state, decode_state = encode.state_names(), decode.state_names()
+    graphs = {   # every state comes back as next_<name>
         "encode": _onnx(encode, (source, *encode.initial_state()), ["source", *encode_state],
-                        ["new_kv", *("next_" + n for n in encode_state)],
-                        {"source": {1: "source_steps"}, "new_kv": {3: "features"}}),
-        "frame": _onnx(frame, (new_kv, *frame.initial_state()), ["new_kv", *frame_state],
-                       ["frame", *("next_" + n for n in frame_state[1:])], {"new_kv": {3: "features"}}),
+                        ["new_kv", "new_q", *("next_" + n for n in encode_state)],
+                        {"source": {1: "source_steps"}, "new_kv": {3: "features"}, "new_q": {1: "features"}}),
+        "decode": _onnx(decode, (new_kv, new_q, hidden, *decode.initial_state()),
+                        ["new_kv", "new_q", "hidden", *decode_state],
+                        ["frames", *("next_" + n for n in decode_state)],
+                        {"new_kv": {3: "features"}, "new_q": {1: "features"}, "hidden": {0: "frames"},
+                         "frames": {1: "frames"}}),
     }
     header = {**header_of(model), "format": FORMAT, "version": VERSION, "code": export_fingerprint(),
               "post": dataclasses.asdict(PostOptions()), "timing": model.timing.to_json(),
               "source": model.encoder.source_spec(), "graphs": dict(FILES),
-              "state": {"encode": _state(encode), "frame": _state(frame)}}
+              "state": {"encode": _state(encode), "decode": _state(decode)}}
     return header, graphs
 
 
@@ -65,7 +69,7 @@ def _onnx(module, example, inputs, outputs, dynamic_axes) -> bytes:
         # The TorchScript-based exporter is deprecated; the dynamo one needs seconds per graph
         # and exports these small steps to larger graphs.
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)   # one frame per step, fixed per graph
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(module, example, buffer, input_names=inputs, output_names=outputs,
                           dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False)
     return buffer.getvalue()
@@ -145,7 +149,7 @@ CHECK_TOLERANCE = 1e-3   # ONNX Runtime's frames may differ from PyTorch's by fl
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("-o", "--out", required=True, help="output folder (model.json, encode.onnx, frame.onnx)")
+    parser.add_argument("-o", "--out", required=True, help="output folder (model.json, encode.onnx, decode.onnx)")
     parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing exported model folder")
     parser.add_argument("--external-data", action="store_true",

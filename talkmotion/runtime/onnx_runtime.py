@@ -4,9 +4,9 @@ The exported model (written by `talkmotion export`, see runtime/export.py) is a 
   model.json    the header: name, dims, label spec, predicted channels, post-processing
                 defaults, stream timing, the streaming source's spec, each graph's state
                 with its initial value
-  encode.onnx   source, <encoder state> → new_kv, next_<encoder state>
-  frame.onnx    new_kv, prev, window_kv, window_valid, cache, cache_valid →
-                frame, next_window_kv, next_window_valid, next_cache, next_cache_valid
+  encode.onnx   source, <encoder state> → new_kv, new_q, next_<encoder state>
+  decode.onnx   new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q →
+                frames, next_window_kv, next_window_valid, next_cache, next_cache_valid, next_newest_q
   (external data files a graph names, e.g. large frozen weights fetched at set-up)
 """
 
@@ -25,15 +25,15 @@ from . import ExportError
 from .sources import source_from_spec
 
 FORMAT = "talkmotion.exported"
-VERSION = 1
-GRAPHS = ("encode", "frame")
+VERSION = 2
+GRAPHS = ("encode", "decode")
 
 
 class OnnxRuntime:
     """The exported model's two graphs in ONNX Runtime (one thread by default)."""
 
     def __init__(self, header: dict, graphs: dict, threads: int = 1, where: str = "exported model"):
-        """header: model.json's content; graphs: {"encode": path or bytes, "frame": ...}."""
+        """header: model.json's content; graphs: {"encode": path or bytes, "decode": ...}."""
         import onnxruntime as ort
 
         check_header(header, where)
@@ -61,7 +61,7 @@ class OnnxRuntime:
                 raise ExportError(f"{where}: {graph} graph cannot be loaded ({str(err)[:300]})") from err
             state = header["state"][graph]
             inputs = [i.name for i in session.get_inputs()]
-            if inputs[1:] != [s["name"] for s in state]:
+            if inputs[-len(state):] != [s["name"] for s in state]:
                 raise ExportError(f"{where}: {graph} graph has inputs {inputs}, not the state its header names")
             self.sessions[graph], self.names[graph] = session, inputs
             self.initial[graph] = [initial_value(s) for s in state]
@@ -86,25 +86,23 @@ class OnnxRuntime:
         return source_from_spec(self.header["source"])
 
     def initial_state(self) -> list[np.ndarray]:
-        return self.initial["frame"] + self.initial["encode"]   # never written in place
+        return self.initial["decode"] + self.initial["encode"]   # never written in place
 
     def step(self, source: np.ndarray, added: np.ndarray, state):
         """source for sum(added) features → frames (k, C) float32 and the next state."""
-        split = len(self.initial["frame"])
-        frame_state, encode_state = state[:split], state[split:]
-        frames = np.empty((len(added), self.n_channels), np.float32)
+        split = len(self.initial["decode"])
+        decode_state, encode_state = state[:split], state[split:]
         if source.shape[1]:
-            encoded = self.sessions["encode"].run(None, dict(zip(self.names["encode"], [source, *encode_state])))
-            new_kv, encode_state = encoded[0], encoded[1:]
+            new_kv, new_q, *encode_state = self.sessions["encode"].run(
+                None, dict(zip(self.names["encode"], [source, *encode_state])))
         else:    # no new features (a frame rate above the feature rate): the encoder has nothing to do
-            new_kv = np.zeros(self.initial["frame"][1].shape[:3] + (0,) + self.initial["frame"][1].shape[4:],
-                              np.float32)
-        run, names, start = self.sessions["frame"].run, self.names["frame"], 0
-        for q, count in enumerate(added.tolist()):
-            frame_state = run(None, dict(zip(names, [new_kv[:, :, :, start:start + count], *frame_state])))
-            frames[q] = frame_state[0][0, 0]
-            start += count
-        return frames, [*frame_state, *encode_state]
+            window, newest = self.initial["decode"][0], self.initial["decode"][-1]
+            new_kv = np.zeros(window.shape[:3] + (0,) + window.shape[4:], np.float32)
+            new_q = np.zeros((1, 0, newest.shape[-1]), np.float32)
+        hidden = self.timing.features_hidden(added)
+        frames, *decode_state = self.sessions["decode"].run(
+            None, dict(zip(self.names["decode"], [new_kv, new_q, hidden, *decode_state])))
+        return frames[0], [*decode_state, *encode_state]
 
 
 def check_header(header: dict, where: str) -> None:

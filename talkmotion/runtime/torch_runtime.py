@@ -1,16 +1,17 @@
 """A TalkModel's streaming steps in PyTorch, and the two step modules ONNX export also uses.
 
 A stream's work is split where its cost is: the encoder runs once per call on every audio
-feature that arrived (a second of audio at once when animating a file), the decoder once
-per output frame (it feeds its own output back). Both are modules with every piece of
-state a named input and output:
+feature that arrived, the decoder once per call on every frame that became due (a second
+of audio at once when animating a file). Both are modules with every piece of state a
+named input and output:
 
-  EncodeStep  source, <encoder state...>  →  new_kv, <next encoder state...>
+  EncodeStep  source, <encoder state...>  →  new_kv, new_q, <next encoder state...>
               source: what the encoder kind's streaming source gives for m features;
-              new_kv (L, 1, H, m, 2*dh): the features' cross-attention keys/values
-  FrameStep   new_kv, prev, window_kv, window_valid, cache, cache_valid
-              →  frame, next_window_kv, next_window_valid, next_cache, next_cache_valid
-              one output frame (TalkModel.step); the frame is the next prev
+              new_kv (L, 1, H, m, 2*dh), new_q (1, m, d): the decoder's view of the features
+  DecodeStep  new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q
+              →  frames, next_window_kv, next_window_valid, next_cache, next_cache_valid, next_newest_q
+              k output frames (TalkModel.step); hidden (k,): how many of the m new features
+              frame q may not hear yet
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..postprocess import PostOptions
 
-DECODE_STATE = ["prev", "window_kv", "window_valid", "cache", "cache_valid"]
+DECODE_STATE = ["window_kv", "window_valid", "cache", "cache_valid", "newest_q"]
 
 
 class EncodeStep(nn.Module):
@@ -39,10 +40,10 @@ class EncodeStep(nn.Module):
 
     def forward(self, source, *state):
         features, *state = self.model.encoder.step(source, *state)
-        return (self.model.decoder.memory_kv(features), *state)
+        return (*self.model.decoder.encode_features(features), *state)
 
 
-class FrameStep(nn.Module):
+class DecodeStep(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
@@ -51,16 +52,18 @@ class FrameStep(nn.Module):
         return DECODE_STATE
 
     def initial_state(self) -> list[torch.Tensor]:
-        return [torch.zeros(1, 1, self.model.dims.n_channels)] + self.model.initial_decode_state(1)
+        return self.model.initial_decode_state(1)
 
-    def forward(self, new_kv, prev, window_kv, window_valid, cache, cache_valid):
-        return self.model.step(prev, new_kv, window_kv, window_valid, cache, cache_valid)
+    def forward(self, new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q):
+        return self.model.step(new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q)
 
 
 def example_source(model) -> torch.Tensor:
     """A step input of two features, to trace and export with."""
     source, features = model.encoder.make_source(), model.timing.features
     source.push(np.zeros(features.need(2 * features.block - 1), np.float32))
+    if source.available() < 2:
+        raise RuntimeError("an encoder source gave fewer features than its timing promised")
     return torch.from_numpy(np.ascontiguousarray(source.take(2)))
 
 
@@ -80,33 +83,31 @@ class TorchRuntime:
         self.timing = model.timing
         self.predicted = frozenset(model.predicted())
         self.post_defaults = PostOptions()
-        self.encode_step, self.frame_step = EncodeStep(self.model), FrameStep(self.model)
-        self.encode, self.decode = self.encode_step, self.frame_step
+        self.encode_step, self.decode_step = EncodeStep(self.model), DecodeStep(self.model)
+        self.encode, self.decode = self.encode_step, self.decode_step
         if traced:
             source = example_source(model)
             with torch.inference_mode():
-                new_kv = self.encode_step(source, *self.encode_step.initial_state())[0]
+                new_kv, new_q = self.encode_step(source, *self.encode_step.initial_state())[:2]
             self.encode = _trace(self.encode_step, (source, *self.encode_step.initial_state()))
-            self.decode = _trace(self.frame_step, (new_kv[:, :, :, :1], *self.frame_step.initial_state()))
+            hidden = torch.tensor([1, 0])
+            self.decode = _trace(self.decode_step, (new_kv, new_q, hidden, *self.decode_step.initial_state()))
 
     def new_source(self):
         return self.model.encoder.make_source()
 
     def initial_state(self) -> list[torch.Tensor]:
-        return self.frame_step.initial_state() + self.encode_step.initial_state()
+        return self.decode_step.initial_state() + self.encode_step.initial_state()
 
     def step(self, source: np.ndarray, added: np.ndarray, state):
         """source for sum(added) features → frames (k, C) float32 and the next state."""
         decode_state, encode_state = state[:len(DECODE_STATE)], state[len(DECODE_STATE):]
-        frames = np.empty((len(added), self.model.dims.n_channels), np.float32)
         with torch.inference_mode():
-            new_kv, *encode_state = self.encode(torch.from_numpy(np.ascontiguousarray(source)), *encode_state)
-            start = 0
-            for q, count in enumerate(added.tolist()):
-                decode_state = self.decode(new_kv[:, :, :, start:start + count], *decode_state)
-                frames[q] = decode_state[0][0, 0].numpy()
-                start += count
-        return frames, [*decode_state, *encode_state]
+            new_kv, new_q, *encode_state = self.encode(torch.from_numpy(np.ascontiguousarray(source)),
+                                                       *encode_state)
+            frames, *decode_state = self.decode(new_kv, new_q, torch.from_numpy(self.timing.features_hidden(added)),
+                                                *decode_state)
+        return frames[0].numpy(), [*decode_state, *encode_state]
 
 
 def _trace(module: nn.Module, example: tuple):
@@ -114,7 +115,6 @@ def _trace(module: nn.Module, example: tuple):
         # TorchScript is deprecated in favour of torch.compile, which needs a C++
         # toolchain and seconds of compiling; tracing is instant and exact here.
         warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated")
-        # The frame count of a step is fixed per trace (one frame): branching on it is intended.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         traced = torch.jit.trace(module, example, check_trace=False)
         return torch.jit.freeze(traced.eval())
