@@ -4,7 +4,8 @@ Read top to bottom: the config, the loss, the objective (the one module training
 differentiates), the Trainer (set-up, one step, validation, checkpoints, the loop).
 
 Loss: masked smooth-L1 on normalised labels plus a velocity term; optionally a phone loss
-that teaches the audio encoder the phones of clips with timings. The model never hears
+that teaches the audio encoder the phones of clips with timings, and distillation of
+Whisper tiny.en's features into the audio encoder (data/teacher.py). The model never hears
 its own output (model.py), so a batch is one pass through the model's cached step,
 `TalkModel.forward`, the same arithmetic streaming does: no teacher forcing, no
 scheduled sampling.
@@ -12,8 +13,8 @@ scheduled sampling.
 AdamW (no decay on norms, biases and position tables) with warm-up and cosine decay,
 gradient clipping, EMA weights (the exported model), bf16 autocast where asked, a
 checkpoint every N steps with exact resume (weights, EMA, optimizer, RNG, step — the
-data is a function of the step), TensorBoard scalars, free-running validation loss and lip
-metrics. Data-parallel under `torchrun` (gloo on CPU, nccl on GPU). A loss or gradient
+data is a function of the step), TensorBoard scalars, validation loss and lip metrics through the
+same step. Data-parallel under `torchrun` (gloo on CPU, nccl on GPU). A loss or gradient
 that is not finite stops training with an error, the last checkpoint kept.
 """
 
