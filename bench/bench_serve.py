@@ -23,6 +23,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -49,17 +50,21 @@ def speech(seconds: float) -> np.ndarray:
 
 
 def start_server(model: str | None, max_sessions: int, backend: str = "torch") -> tuple[subprocess.Popen, str]:
+    # every client here comes from 127.0.0.1, so the per-address share is the whole server
+    extra = ["--max-sessions", str(max_sessions), "--max-sessions-per-client", str(max_sessions), "--backend", backend]
+    return serve_process(extra + (["--model", model] if model else []))
+
+
+def serve_process(extra: list[str], start_timeout_s: float = 180) -> tuple[subprocess.Popen, str]:
+    """`talkmotion serve` with `extra` flags on a free loopback port, once it answers /api/info."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # every client here comes from 127.0.0.1, so the per-address share is the whole server
-    cmd = [sys.executable, "-m", "talkmotion.cli", "serve", "--port", str(port), "--max-sessions", str(max_sessions),
-           "--max-sessions-per-client", str(max_sessions), "--backend", backend]
-    if model:
-        cmd += ["--model", model]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile("w+")          # a file, not a pipe: a chatty server never blocks on it
+    proc = subprocess.Popen([sys.executable, "-m", "talkmotion.cli", "serve", "--port", str(port), *extra],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + start_timeout_s
     while True:
         try:
             with urllib.request.urlopen(url + "/api/info", timeout=2):
@@ -67,7 +72,8 @@ def start_server(model: str | None, max_sessions: int, backend: str = "torch") -
         except (urllib.error.URLError, ConnectionError):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise SystemExit(f"serve did not start: {proc.stderr.read()}")
+                log.seek(0)
+                raise SystemExit(f"serve did not start: {log.read()[-2000:]}")
             time.sleep(0.2)
 
 

@@ -39,27 +39,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from talkmotion.audio import SAMPLE_RATE  # noqa: E402
+from bench_serve import serve_process  # noqa: E402  (bench/ is this script's folder)
 
 ATTACKER, HONEST = "127.0.0.2", "127.0.0.1"
 
 
 def start_server(extra: list[str]) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "talkmotion.cli", "serve", "--port", str(port), *extra],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/api/info", timeout=2):
-                return proc, url
-        except (urllib.error.URLError, ConnectionError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit("serve did not start")
-            time.sleep(0.2)
+    return serve_process(extra)
 
 
 def peak_mb(pid: int) -> float:
