@@ -258,6 +258,25 @@ def test_teacher_targets_are_read_where_each_crop_feature_was_in_the_clean_clip(
         np.testing.assert_array_equal(got[ex["teacher_valid"]], expected[ex["teacher_valid"]])
 
 
+def test_an_unusable_cached_teacher_track_is_rebuilt(tiny_dataset):
+    """Truncated, another width, another clip's length, NaN: each is recomputed, not read."""
+    from talkmotion.data import teacher
+    from talkmotion.data.clips import load_clip, read_dataset
+
+    spec = teacher.TeacherConfig()
+    clip = load_clip(next(iter(read_dataset(tiny_dataset).values()))["path"])
+    good = np.asarray(teacher.load_track(tiny_dataset, clip, spec)).copy()
+    path = teacher.track_path(tiny_dataset, clip.id, spec)
+    nan = good.copy()
+    nan[0, 0] = np.nan
+    for bad in (path.read_bytes()[:100], good[:, :10], good[: len(good) // 2], nan):
+        if isinstance(bad, bytes):
+            path.write_bytes(bad)
+        else:
+            np.save(path, bad)
+        np.testing.assert_array_equal(teacher.load_track(tiny_dataset, clip, spec), good)
+
+
 def test_distillation_teaches_a_head_the_model_never_carries(tmp_path):
     data = make_dataset(tmp_path / "d", count=4, val=1)
     cfg = load(TrainConfig, write_config(tmp_path / "c.json", data, tmp_path / "run", **{

@@ -64,13 +64,29 @@ def track_path(root: str | Path, clip_id: str, cfg: TeacherConfig) -> Path:
 
 
 def load_track(root: str | Path, clip: Clip, cfg: TeacherConfig) -> np.ndarray:
-    """The clip's cached teacher track (memory-mapped), computing and caching it first if missing."""
+    """The clip's cached teacher track (memory-mapped), computing and caching it first if it is
+    missing or unusable (unreadable, another shape than this clip's, not finite): a cache
+    is rebuilt, never trusted blindly."""
     path = track_path(root, clip.id, cfg)
-    if not path.exists():
-        track = compute_track(clip.audio, cfg)
+    track = _cached(path, clip.audio.size) if path.exists() else None
+    if track is None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, track, allow_pickle=False)
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+            np.save(f, compute_track(clip.audio, cfg), allow_pickle=False)
+        track = np.load(path, mmap_mode="r", allow_pickle=False)
+    return track
+
+
+def _cached(path: Path, samples: int) -> np.ndarray | None:
+    """The track in `path` if it fits a clip of `samples` samples, else None."""
+    from ..whisper import FEATURE_HOP, WhisperDims
+
+    try:
+        track = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    fits = (track.ndim == 2 and track.shape[1] == WhisperDims.width
+            and abs(track.shape[0] - samples / FEATURE_HOP) <= 2 and np.isfinite(track).all())
+    return track if fits else None
 
 
 def track_at(track: np.ndarray, sample_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
