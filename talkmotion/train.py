@@ -96,6 +96,9 @@ class LossConfig:
     closure_weight: float = 0.0     # extra weight on frames whose target closes the lips (p/b/m):
                                     # rare, short, and what a viewer checks first
     closure_level: float = 0.1      # target mouthClose at or above which a frame counts as a closure
+    closure_channels: Literal["all", "mouthClose"] = "all"   # what the closure weight weighs on those
+                                    # frames: every channel, or mouthClose alone (which leaves the jaw
+                                    # free to follow the vowels around a closure, as it does in speech)
     phone_weight: float = 0.0       # cross-entropy of a phone classifier on the audio features, for
                                     # clips with phone timings: teaches the encoder what is said.
                                     # The classifier exists only in training; models never carry it
@@ -148,12 +151,15 @@ class TrainConfig:
 def masked_loss(pred, target, mask, scale, cfg: LossConfig) -> torch.Tensor:
     """Smooth-L1 on (pred - target) / scale where mask, plus the same on frame differences.
 
-    With closure_weight w, frames whose target lips are closed count 1 + w times.
+    With closure_weight w, frames whose target lips are closed count 1 + w times: all their
+    channels, or with closure_channels "mouthClose" that channel alone.
     """
     m = mask.float()
     weighted = m
     if cfg.closure_weight:
         closed = (target[..., MOUTH_CLOSE] >= cfg.closure_level).float()[..., None]   # (B, T, 1)
+        if cfg.closure_channels == "mouthClose":
+            closed = closed * F.one_hot(torch.tensor(MOUTH_CLOSE), target.shape[-1]).to(closed)
         weighted = m * (1 + cfg.closure_weight * closed)
     err = F.smooth_l1_loss(pred / scale, target / scale, beta=cfg.beta, reduction="none")
     loss = (err * weighted).sum() / weighted.sum().clamp(min=1)

@@ -170,6 +170,30 @@ def test_closure_weight_counts_lip_closure_frames_more():
     assert loss_with_error_on(2, weighted) < loss_with_error_on(2, plain)   # a weighted mean
 
 
+def test_closure_weight_on_mouth_close_alone_leaves_the_jaw_unweighted():
+    import torch
+
+    from talkmotion import labels
+    from talkmotion.train import LossConfig, masked_loss
+
+    close, jaw = labels.index("mouthClose"), labels.index("jawOpen")
+    target = torch.zeros(1, 4, labels.NUM_CHANNELS)
+    target[0, 1, close] = 0.4                                   # frame 1 closes the lips
+    mask, scale = torch.ones_like(target, dtype=torch.bool), torch.ones(labels.NUM_CHANNELS)
+    cfg = LossConfig(velocity_weight=0.0, closure_weight=2.0, closure_channels="mouthClose")
+
+    def loss_with_error_on(frame, channel):
+        pred = target.clone()
+        pred[0, frame, channel] += 0.5
+        return float(masked_loss(pred, target, mask, scale, cfg))
+
+    # On the closure frame an error in mouthClose costs three times one in the jaw...
+    assert loss_with_error_on(1, close) == pytest.approx(3 * loss_with_error_on(1, jaw))
+    # ...and the jaw's error costs the same there as on an open frame.
+    assert loss_with_error_on(1, jaw) == pytest.approx(loss_with_error_on(2, jaw))
+    assert loss_with_error_on(2, close) == pytest.approx(loss_with_error_on(2, jaw))
+
+
 @pytest.mark.parametrize("first, then", [(0.0, 0.5), (0.5, 0.0)])
 def test_resuming_with_the_phone_loss_switched_is_refused_by_name(tmp_path, first, then):
     """The phone classifier's weights and optimiser state exist in one run and not the other."""
@@ -320,17 +344,20 @@ def test_shipped_configs_load(name):
 
 def test_default_config_is_the_recipe_of_the_shipped_model():
     """`talkmotion train configs/default.toml` retrains the embedded model: same model, data,
-    optimiser and loss as the run recorded in the model's header."""
+    optimiser and loss as the run recorded in the model's header (read as a config now reads it,
+    so a setting added since then counts at its default)."""
     from pathlib import Path
 
     from talkmotion.assets import DEFAULT_MODEL
     from talkmotion.checkpoint import read_header
-    from talkmotion.config import load, to_dict
+    from talkmotion.config import from_dict, load, to_dict
     from talkmotion.train import TrainConfig
 
-    cfg = to_dict(load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "default.toml"))
-    cfg = json.loads(json.dumps(cfg))                    # tuples as the header's JSON lists
-    trained = read_header(DEFAULT_MODEL)["training"]["config"]
+    def as_json(config):
+        return json.loads(json.dumps(to_dict(config)))   # tuples as the header's JSON lists
+
+    cfg = as_json(load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "default.toml"))
+    trained = as_json(from_dict(TrainConfig, read_header(DEFAULT_MODEL)["training"]["config"]))
     assert not cfg["export"].startswith("talkmotion/")      # a run never writes into the package
     for section in ("model", "data", "optim", "loss", "seed"):
         assert cfg[section] == trained[section], section
