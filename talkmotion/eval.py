@@ -187,8 +187,10 @@ def _label_style(visemes, clip: Clip):
     return style_type(**{k: v for k, v in saved.items() if k in names}) if names <= set(saved) else None
 
 
-def model_source(spec: str, backend: str = "auto") -> tuple[Source, str]:
-    """`--model PATH` or `--model default`: the model's frames for each clip's audio, and its name.
+def model_source(spec: str, backend: str = "auto", post: dict | None = None) -> tuple[Source, str, dict]:
+    """`--model PATH` or `--model default`: the model's frames for each clip's audio, its name,
+    and the post-processing it ran with: the model's defaults, with `post` {PostOptions field:
+    value} (animate's flags) over them.
 
     One runtime (`backend`) serves every clip, so the step is traced or exported once.
     """
@@ -199,11 +201,12 @@ def model_source(spec: str, backend: str = "auto") -> tuple[Source, str]:
         raise EvalError(f"--model needs the model code (talkmotion.animate, .runtime): {err}") from err
 
     model = load_model(None if spec == "default" else spec, backend)
+    options = dataclasses.replace(model.post_defaults, **(post or {}))
 
     def predict(clip: Clip) -> np.ndarray:
-        return frames_to_values(animate_pcm(model, clip.audio), clip, f"model on clip {clip.id}")
+        return frames_to_values(animate_pcm(model, clip.audio, options), clip, f"model on clip {clip.id}")
 
-    return predict, model.name
+    return predict, model.name, dataclasses.asdict(options)
 
 
 def frames_source(folder: str | Path) -> Source:
@@ -483,6 +486,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="listen through coloured noise DB decibels below the speech (e.g. 20)")
     parser.add_argument("--reverb", type=float, metavar="RT60",
                         help="listen through a synthetic room with this reverberation time in seconds (e.g. 0.4)")
+    from .postprocess import add_arguments as add_post_arguments
+
+    add_post_arguments(parser)     # for --model: animate's post-processing flags (default: the model's)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -495,8 +501,11 @@ def run(args: argparse.Namespace) -> int:
     clips = degraded(load_clips(args.data, args.split, args.limit), args.noise_snr, args.reverb)
     sources: dict[str, Source] = {}
     names = {}
+    post = None
     if args.model:
-        sources["model"], names["model"] = model_source(args.model, args.backend)
+        from .postprocess import given_options
+
+        sources["model"], names["model"], post = model_source(args.model, args.backend, given_options(args))
     if args.frames:
         sources["frames"] = frames_source(args.frames)
         names["frames"] = str(args.frames)
@@ -505,7 +514,8 @@ def run(args: argparse.Namespace) -> int:
     if args.by:
         report["groups"] = {args.by: group_summaries(clips, predictions, args.by, thresholds)}
     report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "source_names": names,
-                   "listening": {"noise_snr_db": args.noise_snr, "reverb_rt60_s": args.reverb}})
+                   "listening": {"noise_snr_db": args.noise_snr, "reverb_rt60_s": args.reverb},
+                   "post": post})
     write_json(out / "report.json", report)
     written = [out / "report.json"]
     if args.figure_clips:

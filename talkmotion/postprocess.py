@@ -283,9 +283,13 @@ def _wanted(setting: str, model_lacks_it: bool) -> bool:
 def options_from_args(args, defaults: PostOptions | None = None) -> PostOptions:
     """PostOptions from argparse fields of the same names; the others keep `defaults` (the
     model's, or PostOptions())."""
+    return dataclasses.replace(defaults or PostOptions(), **given_options(args))
+
+
+def given_options(args) -> dict:
+    """{PostOptions field: value} of the post-processing flags given on the command line."""
     fields = {f.name for f in dataclasses.fields(PostOptions)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    return dataclasses.replace(defaults or PostOptions(), **given)
+    return {k: v for k, v in vars(args).items() if k in fields and v is not None}
 
 
 def add_arguments(parser) -> None:

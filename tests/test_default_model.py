@@ -89,7 +89,7 @@ def test_frame_level_lip_sync_on_unseen_voices_beats_the_energy_jaw(model, unsee
     """Issue 11's yardstick, frame by frame with aligner timings, on the path `animate` runs."""
     from talkmotion.eval import evaluate, model_source
 
-    predict, _ = model_source("default")
+    predict = model_source("default")[0]
     report = evaluate(unseen_voices, {"model": predict})
     ours, energy = report["sources"]["model"]["summary"], report["sources"]["energy"]["summary"]
     for name, got in (("model", ours), ("energy", energy)):
@@ -102,7 +102,7 @@ def test_frame_level_lip_sync_on_unseen_voices_beats_the_energy_jaw(model, unsee
     assert ours["openness_corr"] >= 0.65
     assert ours["silence_closure"] >= 0.9
     assert abs(ours["lag_ms"]) <= 34
-    torch_predict, _ = model_source("default", "torch")    # `eval --backend torch` scores the same frames
+    torch_predict = model_source("default", "torch")[0]    # `eval --backend torch` scores the same frames
     for clip in unseen_voices[:2]:
         np.testing.assert_allclose(torch_predict(clip), predict(clip), atol=1e-3)
 

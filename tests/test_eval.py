@@ -189,6 +189,13 @@ def test_eval_model_source_runs_a_saved_checkpoint(dataset, tmp_path):
     assert report["source_names"]["model"] == "tiny"
     # An untrained model is no lip-sync: it must not pass as perfect.
     assert model_summary["l1_mouth"] > 0
+    assert report["post"]["jaw_gate_db"] == 30.0 and report["post"]["head_motion"] == 1.0   # animate's defaults
+    # animate's post-processing flags reach the model's frames, and the report says which ran.
+    assert main(["eval", str(dataset), "--limit", "1", "--model", str(tmp_path / "tiny.safetensors"),
+                 "--jaw-gate-db", "0", "--mouth-gain", "3", "--out", str(tmp_path / "eval2")]) == 0
+    changed = json.loads((tmp_path / "eval2" / "report.json").read_text())
+    assert changed["post"]["jaw_gate_db"] == 0.0 and changed["post"]["mouth_gain"] == 3.0
+    assert changed["sources"]["model"]["summary"]["l1_mouth"] != model_summary["l1_mouth"]
 
 
 def test_eval_by_metadata_scores_each_group_on_its_own(dataset, tmp_path, capsys):

@@ -376,7 +376,7 @@ def test_lip_metrics_stay_within_002_of_neutral_with_every_emotion_at_full(tmp_p
                            "--seed", "1414", "--workers", "2", "--no-progress"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     clips = load_clips(out)
-    predict, _ = model_source("default")
+    predict = model_source("default")[0]
     neutral = [predict(clip) for clip in clips]
     reference = metrics.score(neutral, clips)["summary"]
     # every lip-sync metric; not l1_mouth, the distance of every mouth shape from the reference's
