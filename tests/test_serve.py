@@ -328,6 +328,9 @@ def test_client_vanishing_mid_stream_leaves_server_healthy(make_server, tiny_run
     for _ in range(3):  # more sessions than the limit: the vanished one's slot came back
         messages, end = asyncio.run(stream_session(r.ws_url, pcm))
         np.testing.assert_allclose(rows(messages), offline(tiny_runtime, pcm), atol=2e-4)
+    deadline = time.monotonic() + 10    # the last session's slot is freed just after its reply is sent
+    while r.server.sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert r.server.sessions == 0
 
 

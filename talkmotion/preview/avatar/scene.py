@@ -75,6 +75,8 @@ def world_matrices(doc: dict) -> tuple[dict[int, np.ndarray], dict[int, int]]:
     stack = [(r, np.eye(4)) for r in roots]
     while stack:
         i, above = stack.pop()
+        if i in world:   # glTF nodes form trees; a node reached twice would loop or be placed twice
+            raise ValueError(f"node {i} is reached twice from the scene (a cycle or a shared child)")
         world[i] = above @ _local_matrix(nodes[i])
         stack += [(c, world[i]) for c in nodes[i].get("children", [])]
     return world, parent
