@@ -9,6 +9,8 @@ Read top to bottom:
   TalkModel       encoder (one of the kinds in encoders/) + decoder + label normalisation:
                     step       k frames of a batch of streams with bounded caches: the one decode
                                path of streaming, training and validation
+                    step_frame `step` for one frame that hears every new feature, with constant
+                               shapes: live streaming's fast path, equal to `step` (tested)
                     forward    every frame of whole sequences: `step` once, from the empty state
 
 The decoder never hears its own output: each frame is computed from the audio and the
@@ -188,6 +190,26 @@ class Decoder(nn.Module):
         return (self.outputs(x), window_kv[:, :, :, -width:], window_valid[:, -width:], torch.stack(new_cache),
                 _newest(self_valid, keep, dim=1), torch.cat([newest_q, new_q], dim=1)[:, -1:])
 
+    def step_frame(self, new_kv, new_q, window_kv, window_valid, cache, cache_valid):
+        """`step` for one frame that hears all of the m >= 1 new features (k = 1, hidden = [0]):
+        what a live stream's 20 ms pushes ask for. The same arithmetic with every shape but
+        m's constant: the frame's keys are exactly the next window and cache, so its
+        position biases are the tables reversed, with no distance arithmetic (a third fewer
+        ONNX operators). Returns what `step` returns."""
+        width, keep = self.dims.audio_window, self.dims.self_window - 1
+        window_kv = torch.cat([window_kv, new_kv], dim=3)[:, :, :, -width:]
+        window_valid = torch.cat([window_valid, torch.ones_like(new_q[:, :, 0], dtype=torch.bool)], dim=1)[:, -width:]
+        query = new_q[:, -1:]                                                          # (B, 1, d)
+        self_valid = torch.cat([cache_valid, torch.ones_like(cache_valid[:, :1])], dim=1)   # (B, keep+1)
+        x, new_cache = query[:, 0], []
+        for n, layer in enumerate(self.layers):
+            # Key s of `keep + 1` (or `width`) is keep - s (width - 1 - s) frames (features) old.
+            x, kv = layer(x, cache[n], _valid_bias(self.self_pos[n].flip(-1), self_valid),
+                          window_kv[n], _valid_bias(self.cross_pos[n].flip(-1), window_valid))
+            new_cache.append(_newest(torch.cat([cache[n], kv], dim=2), keep, dim=2))
+        return (self.outputs(x)[:, None], window_kv, window_valid, torch.stack(new_cache),
+                _newest(self_valid, keep, dim=1), query)
+
 
 def _newest(x: torch.Tensor, count: int, dim: int) -> torch.Tensor:
     """The last `count` entries along `dim`, as a constant slice (none for 0, where x[-0:]
@@ -200,6 +222,11 @@ def _band_bias(table: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     valid = (dist >= 0) & (dist < table.shape[1])
     bias = table[:, dist.clamp(0, table.shape[1] - 1)]                                # (H, T, S)
     return bias.masked_fill(~valid, float("-inf")).unsqueeze(0)
+
+
+def _valid_bias(table: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """table (H, S) by key, -inf where valid (B, S) is False: (B, H, 1, S), for one query."""
+    return table[None, :, None, :].masked_fill(~valid[:, None, None, :], float("-inf"))
 
 
 def _masked_bias(table: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -272,6 +299,12 @@ class TalkModel(nn.Module):
         """
         out, *state = self.decoder.step(new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid,
                                         newest_q)
+        return (self.finish(out), *state)
+
+    def step_frame(self, new_kv, new_q, window_kv, window_valid, cache, cache_valid):
+        """`step` for one frame that hears all of the m >= 1 new features (hidden = [0]; the
+        previous newest_q is then never read): see Decoder.step_frame."""
+        out, *state = self.decoder.step_frame(new_kv, new_q, window_kv, window_valid, cache, cache_valid)
         return (self.finish(out), *state)
 
     def num_parameters(self, trainable_only: bool = False) -> int:

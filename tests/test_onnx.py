@@ -28,10 +28,45 @@ def test_onnx_matches_pytorch(tiny_model, tmp_path):
     assert compare_runtimes(tiny_model, OnnxRuntime.load(out), noise(2.0), chunk=1234) < 1e-4
 
 
+def test_live_pushes_run_the_one_frame_graph_and_match_pytorch(tiny_model, tmp_path):
+    """20 ms pushes: one call of the frame graph per frame (not the encode and decode graphs),
+    the same frames as PyTorch's; the frame graph has no distance arithmetic left."""
+    out = export(tiny_model, tmp_path / "exported")
+    runtime = OnnxRuntime.load(out)
+    calls = {"frame": 0, "decode": 0}
+
+    class Counting:
+        def __init__(self, name):
+            self.name, self.session = name, runtime.sessions[name]
+
+        def run(self, *args):
+            calls[self.name] += 1
+            return self.session.run(*args)
+    runtime.sessions["frame"], runtime.sessions["decode"] = Counting("frame"), Counting("decode")
+    assert compare_runtimes(tiny_model, runtime, noise(1.5), chunk=320) < 1e-4
+    assert calls["frame"] > 40 and calls["decode"] <= 4      # two streams; each one's first frame and flush
+    frame, decode = optimized_ops(out / "frame.onnx", tmp_path), optimized_ops(out / "decode.onnx", tmp_path)
+    assert not {"Range", "Less", "GreaterOrEqual"} & set(frame)      # no distance arithmetic for the biases
+    assert len(frame) < len(decode)                                  # though it holds the encoder too
+
+
+def optimized_ops(graph, tmp_path) -> list[str]:
+    """The operators of a graph as ONNX Runtime runs it, after its optimisations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+
+
 def test_large_weights_can_live_beside_the_graph(tiny_model, tmp_path):
-    """External data: what a frozen third-party encoder fetched at set-up would use."""
+    """External data: what a frozen third-party encoder fetched at set-up would use; the
+    one-frame graph, which would hold the weights again, is left out and the two graphs serve."""
     out = export(tiny_model, tmp_path / "exported", external_data=True)
     assert (out / "encode.onnx.data").stat().st_size > (out / "encode.onnx").stat().st_size
+    assert not (out / "frame.onnx").exists() and OnnxRuntime.load(out).frame_feed is None
+    assert compare_runtimes(tiny_model, OnnxRuntime.load(out), noise(1.0), chunk=320) < 1e-4
     assert compare_runtimes(tiny_model, OnnxRuntime.load(out), noise(1.0), chunk=999) < 1e-4
     (out / "encode.onnx.data").unlink()
     with pytest.raises(ExportError, match="encode graph cannot be loaded"):
@@ -52,6 +87,11 @@ def test_state_is_named_and_its_initial_value_is_in_the_header(tiny_model, tmp_p
         assert [i.name for i in g.input] == [*inputs, *state]
         assert [o.name for o in g.output] == [*outputs, *("next_" + n for n in state)]   # every state comes back
         assert [s["name"] for s in header["state"][graph]] == state
+    frame = onnx.load(str(out / "frame.onnx")).graph     # newest_q goes unread, so unlisted
+    assert [i.name for i in frame.input] == ["source", "window_kv", "window_valid", "cache", "cache_valid",
+                                             "state_mel", *blocks]
+    assert [o.name for o in frame.output] == ["frames", *("next_" + n for n in (
+        "window_kv", "window_valid", "cache", "cache_valid", "newest_q", "state_mel", *blocks))]
     mel_state = header["state"]["encode"][0]
     silence = ((tiny_model.encoder.silence - tiny_model.encoder.mel_mean) / tiny_model.encoder.mel_std).numpy()
     np.testing.assert_allclose(np.asarray(mel_state["values"]).reshape(mel_state["shape"])[0, 0], silence, rtol=1e-6)
@@ -61,13 +101,8 @@ def test_state_is_named_and_its_initial_value_is_in_the_header(tiny_model, tmp_p
 
 def test_decode_graph_has_little_shape_arithmetic(tiny_model, tmp_path):
     """Dynamic feature and frame counts must not cost Shape/Gather plumbing per layer and head."""
-    import onnxruntime as ort
-
     out = export(tiny_model, tmp_path / "exported")
-    opts = ort.SessionOptions()
-    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(out / "decode.onnx"), opts, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    ops = optimized_ops(out / "decode.onnx", tmp_path)
     # The step's counts (features, frames) and each layer's heads reshapes of its queries and keys.
     assert ops.count("Shape") <= 5 * tiny_model.dims.n_layers + 4
 

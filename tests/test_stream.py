@@ -75,6 +75,31 @@ def test_the_step_takes_k_frames_per_call(tiny_model, k):
     np.testing.assert_allclose(torch.cat(parts, 1).numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)  # degrees too
 
 
+def test_the_one_frame_step_of_live_pushes_equals_the_step(tiny_model):
+    """step_frame (constant shapes, live streaming's fast path) = step with k = 1, frame after
+    frame, past the point where both windows are full; the states too."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for table in (tiny_model.decoder.self_pos, tiny_model.decoder.cross_pos):
+            table.normal_()               # biases that differ by position: a reversed table would show
+        t = 60
+        added = tiny_model.timing.features_added(0, t)
+        assert set(added[1:].tolist()) == {1, 2}
+        memory = torch.randn(1, int(added.sum()), tiny_model.dims.d_model)
+        kv, q = tiny_model.decoder.encode_features(memory)
+        general = one = tiny_model.initial_decode_state(1)
+        start = 0
+        for first in range(t):
+            end = start + int(added[first])
+            new = kv[:, :, :, start:end], q[:, start:end]
+            out, *general = tiny_model.step(*new, torch.zeros(1, dtype=torch.int64), *general)
+            fast, *one = tiny_model.step_frame(*new, *one[:4])
+            np.testing.assert_allclose(fast.numpy(), out.numpy(), rtol=1e-5, atol=1e-5)
+            for a, b in zip(one, general):
+                np.testing.assert_allclose(a.float().numpy(), b.float().numpy(), rtol=1e-5, atol=1e-6)
+            start = end
+
+
 def test_a_frame_never_hears_audio_past_its_look_ahead(tiny_model):
     """Changing audio after frame i's look-ahead changes nothing up to frame i."""
     pcm = noise(1.5, seed=5)
@@ -165,6 +190,27 @@ def test_blendshapes_in_range_and_head_bounded(tiny_runtime):
     out = run_chunks(frames, noise(1.0) * 5, 800)
     assert out[:, :52].min() >= 0 and out[:, :52].max() <= 1
     assert np.abs(out[:, 52:]).max() <= 45
+
+
+def test_live_pushes_run_the_one_frame_step(tiny_model):
+    """20 ms pushes make steps of one frame, which the runtime runs as its FrameStep; a push of
+    a second runs the two steps. Both give the frames of the whole-file run."""
+    runtime = TorchRuntime(tiny_model)
+    calls = {"frame": 0, "decode": 0}
+
+    def counting(name, step):
+        def run(*args):
+            calls[name] += 1
+            return step(*args)
+        return run
+    runtime.frame, runtime.decode = counting("frame", runtime.frame), counting("decode", runtime.decode)
+    pcm = bursts(1.5, seed=2)
+    live = run_chunks(Animator(runtime, RAW), pcm, 320)
+    assert calls["frame"] >= len(live) - 2 and calls["decode"] <= 2   # the first frame and the flush
+    calls.update(frame=0, decode=0)
+    whole = run_chunks(Animator(runtime, RAW), pcm, pcm.size)
+    assert calls["frame"] == 0 and calls["decode"] == 2
+    np.testing.assert_allclose(live, whole, atol=1e-4)
 
 
 def test_traced_runtime_equals_eager(tiny_model):

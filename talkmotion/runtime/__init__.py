@@ -10,6 +10,7 @@ A runtime (any of the classes below) has
   step(source, added, state) -> (frames (k, C) float32, state)
                    the k frames whose audio features `source` brings; added (k,) says how many
                    of those features each frame brings (from timing.features_added)
+                   (one frame that brings features, `is_one_frame`, runs as one fused call)
 One runtime serves many Animators: it holds no stream state.
 
   OnnxRuntime   (runtime.onnx_runtime) an exported model (`talkmotion export`) in ONNX Runtime:
@@ -34,6 +35,12 @@ class ModelLoadError(TalkmotionError, ValueError):
 
 class ExportError(TalkmotionError, ValueError):
     """A model that cannot be exported, or an exported model that cannot be run."""
+
+
+def is_one_frame(added) -> bool:
+    """Whether a step (added: features each frame brings) is one frame that brings at least one
+    feature: the step a live stream's pushes make, which runtimes run as one FrameStep."""
+    return len(added) == 1 and added[0] > 0
 
 
 def load_model(path: str | Path | None = None, backend: str = "auto", threads: int | None = None):

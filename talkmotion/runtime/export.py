@@ -28,10 +28,10 @@ from ..postprocess import PostOptions
 from ..timing import SAMPLE_RATE
 from . import ExportError, export_fingerprint
 from .onnx_runtime import FORMAT, VERSION, OnnxRuntime, state_entry
-from .torch_runtime import DecodeStep, EncodeStep, TorchRuntime, example_source
+from .torch_runtime import DecodeStep, EncodeStep, FrameStep, TorchRuntime, example_source
 
 OPSET = 17
-FILES = {"encode": "encode.onnx", "decode": "decode.onnx"}
+FILES = {"encode": "encode.onnx", "decode": "decode.onnx", "frame": "frame.onnx"}
 
 
 def export_in_memory(model) -> tuple[dict, dict[str, bytes]]:
@@ -40,7 +40,7 @@ def export_in_memory(model) -> tuple[dict, dict[str, bytes]]:
         raise ExportError(f"model {model.name!r} {model.encoder.export_refusal}")
     check_finite(model.state_dict(), f"model {model.name!r}")
     model = model.eval()
-    encode, decode = EncodeStep(model), DecodeStep(model)
+    encode, decode, frame = EncodeStep(model), DecodeStep(model), FrameStep(model)
     source = example_source(model)
     with torch.no_grad():
         new_kv, new_q = encode(source, *encode.initial_state())[:2]
@@ -55,6 +55,10 @@ def export_in_memory(model) -> tuple[dict, dict[str, bytes]]:
                         ["frames", *("next_" + n for n in decode_state)],
                         {"new_kv": {3: "features"}, "new_q": {1: "features"}, "hidden": {0: "frames"},
                          "frames": {1: "frames"}}),
+        # The decode state then the encoder's, as the runtimes keep them; newest_q goes unread.
+        "frame": _onnx(frame, (source, *decode.initial_state(), *encode.initial_state()),
+                       ["source", *frame.state_names()], ["frames", *("next_" + n for n in frame.state_names())],
+                       {"source": {1: "source_steps"}}),
     }
     header = {**header_of(model), "format": FORMAT, "version": VERSION, "code": export_fingerprint(),
               "post": dataclasses.asdict(PostOptions()), "timing": model.timing.to_json(),
@@ -90,6 +94,8 @@ def export(model, out_dir: str | Path, overwrite: bool = False, external_data: b
     if out_dir.exists() and not (out_dir / "model.json").is_file():
         raise ExportError(f"{out_dir}: exists and is not an exported model; refusing to replace it")
     header, graphs = export_in_memory(model)
+    if external_data:   # large weights: the frame graph would store them a second time
+        del graphs["frame"], header["graphs"]["frame"]
     if checkpoint is not None:
         header["checkpoint_sha256"] = sha256(checkpoint)
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
@@ -149,11 +155,13 @@ CHECK_TOLERANCE = 1e-3   # ONNX Runtime's frames may differ from PyTorch's by fl
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("-o", "--out", required=True, help="output folder (model.json, encode.onnx, decode.onnx)")
+    parser.add_argument("-o", "--out", required=True,
+                        help="output folder (model.json, encode.onnx, decode.onnx, frame.onnx)")
     parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing exported model folder")
     parser.add_argument("--external-data", action="store_true",
-                        help="keep large weights in files beside the graphs (<graph>.onnx.data)")
+                        help="keep large weights in files beside the graphs (<graph>.onnx.data); "
+                             "leaves out the one-frame graph, which would hold them again")
     parser.add_argument("--no-check", action="store_true", help="skip the PyTorch comparison")
 
 

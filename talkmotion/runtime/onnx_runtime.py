@@ -7,6 +7,10 @@ The exported model (written by `talkmotion export`, see runtime/export.py) is a 
   encode.onnx   source, <encoder state> → new_kv, new_q, next_<encoder state>
   decode.onnx   new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q →
                 frames, next_window_kv, next_window_valid, next_cache, next_cache_valid, next_newest_q
+  frame.onnx    (optional) source, window_kv, window_valid, cache, cache_valid, <encoder state> →
+                frames, next_<decode state>, next_<encoder state>: both graphs in one call for a
+                step of one frame that brings new features (a live stream's pushes), with
+                constant shapes (torch_runtime.FrameStep); exports without it run the two graphs
   (external data files a graph names, e.g. large frozen weights fetched at set-up)
 """
 
@@ -21,12 +25,13 @@ import numpy as np
 from .. import labels
 from ..postprocess import PostOptions
 from ..timing import StreamTiming
-from . import ExportError
+from . import ExportError, is_one_frame
 from .sources import source_from_spec
 
 FORMAT = "talkmotion.exported"
 VERSION = 2
 GRAPHS = ("encode", "decode")
+OPTIONAL_GRAPHS = ("frame",)
 
 
 class OnnxRuntime:
@@ -51,21 +56,31 @@ class OnnxRuntime:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions, self.names, self.initial = {}, {}, {}
         for graph in GRAPHS:
-            source = graphs[graph]
-            try:
-                # MatMulAddFusion wraps every 3-D Linear in Reshapes, which cost more than they save here.
-                session = ort.InferenceSession(source if isinstance(source, bytes) else str(source), opts,
-                                               providers=["CPUExecutionProvider"],
-                                               disabled_optimizers=["MatMulAddFusion"])
-            except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
-                raise ExportError(f"{where}: {graph} graph cannot be loaded ({str(err)[:300]})") from err
+            session = _session(ort, graphs[graph], opts, f"{where}: {graph} graph")
             state = header["state"][graph]
             inputs = [i.name for i in session.get_inputs()]
             if inputs[-len(state):] != [s["name"] for s in state]:
                 raise ExportError(f"{where}: {graph} graph has inputs {inputs}, not the state its header names")
             self.sessions[graph], self.names[graph] = session, inputs
             self.initial[graph] = [initial_value(s) for s in state]
+        self.frame_feed = self._frame_graph(ort, graphs.get("frame"), opts, where)
         self.n_channels = labels.NUM_CHANNELS
+
+    def _frame_graph(self, ort, source, opts, where: str) -> list[tuple[str, int]] | None:
+        """Load the optional one-frame graph; return (input name, index into [source, *state])
+        for each of its inputs (it drops the state it never reads), or None without it."""
+        if source is None:
+            return None
+        session = _session(ort, source, opts, f"{where}: frame graph")
+        state = [s["name"] for s in self.header["state"]["decode"] + self.header["state"]["encode"]]
+        position = {name: k for k, name in enumerate(["source", *state])}
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if any(name not in position for name in inputs) or outputs != ["frames", *("next_" + n for n in state)]:
+            raise ExportError(f"{where}: frame graph has inputs {inputs} and outputs {outputs}, not the state "
+                              f"its header names")
+        self.sessions["frame"] = session
+        return [(name, position[name]) for name in inputs]
 
     @classmethod
     def load(cls, folder: str | Path, threads: int = 1) -> "OnnxRuntime":
@@ -76,7 +91,8 @@ class OnnxRuntime:
             raise ExportError(f"{folder}: not an exported talkmotion model (model.json: {err})") from err
         if not isinstance(header, dict) or not isinstance(header.get("graphs"), dict):
             raise ExportError(f"{folder}: model.json is not a talkmotion exported-model header")
-        graphs = {g: folder / str(header["graphs"].get(g, "")) for g in GRAPHS}
+        graphs = {g: folder / str(header["graphs"].get(g, "")) for g in GRAPHS + OPTIONAL_GRAPHS
+                  if g in GRAPHS or g in header["graphs"]}
         for graph, path in graphs.items():
             if not path.is_file():
                 raise ExportError(f"{folder}: its {graph} graph {path.name!r} is missing")
@@ -90,6 +106,10 @@ class OnnxRuntime:
 
     def step(self, source: np.ndarray, added: np.ndarray, state):
         """source for sum(added) features → frames (k, C) float32 and the next state."""
+        if self.frame_feed is not None and is_one_frame(added):
+            values = [source, *state]
+            frames, *state = self.sessions["frame"].run(None, {name: values[k] for name, k in self.frame_feed})
+            return frames[0], state
         split = len(self.initial["decode"])
         decode_state, encode_state = state[:split], state[split:]
         if source.shape[1]:
@@ -103,6 +123,15 @@ class OnnxRuntime:
         frames, *decode_state = self.sessions["decode"].run(
             None, dict(zip(self.names["decode"], [new_kv, new_q, hidden, *decode_state])))
         return frames[0], [*decode_state, *encode_state]
+
+
+def _session(ort, source, opts, what: str):
+    try:
+        # MatMulAddFusion wraps every 3-D Linear in Reshapes, which cost more than they save here.
+        return ort.InferenceSession(source if isinstance(source, bytes) else str(source), opts,
+                                    providers=["CPUExecutionProvider"], disabled_optimizers=["MatMulAddFusion"])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
+        raise ExportError(f"{what} cannot be loaded ({str(err)[:300]})") from err
 
 
 def check_header(header: dict, where: str) -> None:

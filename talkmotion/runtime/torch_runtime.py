@@ -12,6 +12,11 @@ named input and output:
               →  frames, next_window_kv, next_window_valid, next_cache, next_cache_valid, next_newest_q
               k output frames (TalkModel.step); hidden (k,): how many of the m new features
               frame q may not hear yet
+  FrameStep   source, window_kv, window_valid, cache, cache_valid, newest_q, <encoder state...>
+              →  frames, <next decode state...>, <next encoder state...>
+              both in one call for a step of one frame that brings m >= 1 features (a live
+              stream's 20 ms pushes): TalkModel.step_frame, so constant shapes but m's, and one
+              graph call instead of two; newest_q is taken and never read (ONNX export drops it)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 from torch import nn
 
 from ..postprocess import PostOptions
+from . import is_one_frame
 
 DECODE_STATE = ["window_kv", "window_valid", "cache", "cache_valid", "newest_q"]
 
@@ -58,6 +64,20 @@ class DecodeStep(nn.Module):
         return self.model.step(new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q)
 
 
+class FrameStep(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def state_names(self) -> list[str]:
+        return DECODE_STATE + self.model.encoder.state_names()
+
+    def forward(self, source, window_kv, window_valid, cache, cache_valid, newest_q, *encoder_state):
+        features, *encoder_state = self.model.encoder.step(source, *encoder_state)
+        new_kv, new_q = self.model.decoder.encode_features(features)
+        return (*self.model.step_frame(new_kv, new_q, window_kv, window_valid, cache, cache_valid), *encoder_state)
+
+
 def example_source(model) -> torch.Tensor:
     """A step input of two features, to trace and export with."""
     source, features = model.encoder.make_source(), model.timing.features
@@ -84,7 +104,7 @@ class TorchRuntime:
         self.predicted = frozenset(model.predicted())
         self.post_defaults = PostOptions()
         self.encode_step, self.decode_step = EncodeStep(self.model), DecodeStep(self.model)
-        self.encode, self.decode = self.encode_step, self.decode_step
+        self.encode, self.decode, self.frame = self.encode_step, self.decode_step, FrameStep(self.model)
         if traced:
             source = example_source(model)
             with torch.inference_mode():
@@ -92,6 +112,7 @@ class TorchRuntime:
             self.encode = _trace(self.encode_step, (source, *self.encode_step.initial_state()))
             hidden = torch.tensor([1, 0])
             self.decode = _trace(self.decode_step, (new_kv, new_q, hidden, *self.decode_step.initial_state()))
+            self.frame = _trace(self.frame, (source, *self.initial_state()))
 
     def new_source(self):
         return self.model.encoder.make_source()
@@ -101,6 +122,10 @@ class TorchRuntime:
 
     def step(self, source: np.ndarray, added: np.ndarray, state):
         """source for sum(added) features → frames (k, C) float32 and the next state."""
+        if is_one_frame(added):
+            with torch.inference_mode():
+                frames, *state = self.frame(torch.from_numpy(np.ascontiguousarray(source)), *state)
+            return frames[0].numpy(), state
         decode_state, encode_state = state[:len(DECODE_STATE)], state[len(DECODE_STATE):]
         with torch.inference_mode():
             new_kv, new_q, *encode_state = self.encode(torch.from_numpy(np.ascontiguousarray(source)),
