@@ -51,15 +51,17 @@ ACTIVITY_EASE_S = 0.3                # time constant of the sway's rise and fall
 
 @dataclass
 class HeadMotionState:
+    """Plain floats, not numpy: a live stream advances it a frame at a time, where numpy's
+    per-call cost would be most of the work."""
     rng: np.random.Generator
-    sway_hz: np.ndarray              # (3, 2) frequencies per axis and sine
-    sway_phase: np.ndarray           # (3, 2)
+    sway_hz: list                    # [axis][sine] frequencies, axes pitch, yaw, roll
+    sway_phase: list                 # [axis][sine]
     peak_db: float = FIRST_PEAK_DB
     quiet_s: float = math.inf        # how long the voice has been silent (inf: not yet heard)
     activity: float = 0.0            # eased 0..1: how much the voice is speaking
-    target: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    pose: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    mean: np.ndarray = field(default_factory=lambda: np.zeros(3))   # the pose's running mean
+    target: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    pose: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    mean: list = field(default_factory=lambda: [0.0, 0.0, 0.0])   # the pose's running mean
     loud: bool = False               # the last frame was above the nod threshold
     since_nod_s: float = math.inf
     nods: list = field(default_factory=list)   # (seconds into the nod, depth) of nods under way
@@ -67,7 +69,7 @@ class HeadMotionState:
 
 def initial_state(seed: int) -> HeadMotionState:
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
-    return HeadMotionState(rng, rng.uniform(*SWAY_HZ, (3, 2)), rng.uniform(0, 2 * math.pi, (3, 2)))
+    return HeadMotionState(rng, rng.uniform(*SWAY_HZ, (3, 2)).tolist(), rng.uniform(0, 2 * math.pi, (3, 2)).tolist())
 
 
 def head_motion(values: np.ndarray, start: int, fps: float, levels_db: np.ndarray | None, scale: float,
@@ -76,18 +78,23 @@ def head_motion(values: np.ndarray, start: int, fps: float, levels_db: np.ndarra
     (T, C) in place; `levels_db` (T,) is each frame's level. Without levels, sway only."""
     if scale <= 0 or len(values) == 0:
         return values, state
-    times = np.arange(start, start + len(values)) / fps
-    sway = np.sin(2 * math.pi * state.sway_hz[None] * times[:, None, None] + state.sway_phase[None])   # (T, 3, 2)
-    sway = sway.sum(axis=2) * np.asarray(SWAY_DEG)                                                      # (T, 3)
-    added = np.empty((len(values), 3))
+    first, limit = labels.HEAD_SLICE.start, labels.HEAD_LIMIT_DEG
     for t in range(len(values)):
         level = None if levels_db is None else float(levels_db[t])
         gain = _step(state, level, fps)
-        added[t] = state.pose + gain * sway[t]
-        added[t, 0] += _nod(state, level, fps)
-    head = values[:, labels.HEAD_SLICE] + scale * added
-    values[:, labels.HEAD_SLICE] = np.clip(head, -labels.HEAD_LIMIT_DEG, labels.HEAD_LIMIT_DEG)
+        added = [pose + gain * sway for pose, sway in zip(state.pose, _sway(state, (start + t) / fps))]
+        added[0] += _nod(state, level, fps)
+        row = values[t]
+        for axis in range(3):    # element by element: a frame or two per call, where numpy would cost more
+            row[first + axis] = min(max(float(row[first + axis]) + scale * added[axis], -limit), limit)
     return values, state
+
+
+def _sway(state: HeadMotionState, seconds: float) -> list[float]:
+    """The sway at `seconds` into the stream, per axis: two sines each."""
+    return [amplitude * (math.sin(2 * math.pi * hz[0] * seconds + phase[0])
+                         + math.sin(2 * math.pi * hz[1] * seconds + phase[1]))
+            for amplitude, hz, phase in zip(SWAY_DEG, state.sway_hz, state.sway_phase)]
 
 
 def _step(state: HeadMotionState, level: float | None, fps: float) -> float:
@@ -96,15 +103,16 @@ def _step(state: HeadMotionState, level: float | None, fps: float) -> float:
         state.peak_db = max(level, state.peak_db - PEAK_DECAY_DB_S / fps)
         speaking = level >= state.peak_db - ACTIVE_BELOW_PEAK_DB
         if speaking and state.quiet_s >= PHRASE_PAUSE_S:
-            state.target = state.rng.normal(0.0, POSE_SD_DEG) - POSE_MEAN_PULL * state.mean
+            state.target = (state.rng.normal(0.0, POSE_SD_DEG) - POSE_MEAN_PULL * np.asarray(state.mean)).tolist()
         state.quiet_s = 0.0 if speaking else state.quiet_s + 1.0 / fps
         if state.quiet_s >= REST_AFTER_S:
-            state.target = np.zeros(3)
+            state.target = [0.0, 0.0, 0.0]
     else:
         speaking = True
     state.activity += (float(speaking) - state.activity) * (1.0 - math.exp(-1.0 / (ACTIVITY_EASE_S * fps)))
-    state.pose += (state.target - state.pose) * (1.0 - math.exp(-1.0 / (POSE_EASE_S * fps)))
-    state.mean += (state.pose - state.mean) / (POSE_MEAN_S * fps)
+    ease = 1.0 - math.exp(-1.0 / (POSE_EASE_S * fps))
+    state.pose = [pose + (target - pose) * ease for pose, target in zip(state.pose, state.target)]
+    state.mean = [mean + (pose - mean) / (POSE_MEAN_S * fps) for mean, pose in zip(state.mean, state.pose)]
     return REST_SWAY + (1.0 - REST_SWAY) * state.activity
 
 

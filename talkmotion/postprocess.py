@@ -222,7 +222,7 @@ def blinks(values, start, fps, opt: PostOptions, state):
 
 def gaze(values, start, fps, opt: PostOptions, state):
     """Procedural gaze: small saccades held for a while, both eyes together."""
-    rng_state, next_frame, current = state
+    rng_state, next_frame, current, held = state       # held: the channels `current` looks with
     events, rng_state, next_frame = _events(start, len(values), fps, rng_state, next_frame, SACCADE_GAP_S,
                                             lambda rng: rng.uniform(-SACCADE_RANGE, SACCADE_RANGE, 2))
     if events:
@@ -231,10 +231,11 @@ def gaze(values, start, fps, opt: PostOptions, state):
         latest = np.searchsorted([e[0] for e in events], np.arange(start, start + len(values)), side="right")
         current = events[-1][1]
         looks = np.clip(targets[latest] @ GAZE_WEIGHTS, 0, 1)           # (T, 8)
+        held = looks[-1]                                                # the last frame looks at `current`
     else:                                                               # most chunks: the gaze holds
-        looks = np.clip(np.asarray(current, np.float32) @ GAZE_WEIGHTS, 0, 1)
+        looks = held
     values[:, GAZE_CHANNELS] = np.maximum(values[:, GAZE_CHANNELS], looks)
-    return values, (rng_state, next_frame, current)
+    return values, (rng_state, next_frame, current, held)
 
 
 class PostProcessor:
@@ -258,7 +259,8 @@ class PostProcessor:
         self.state = {
             shape_gains: None, smooth: None, jaw_gate: None,
             blinks: (first(seeds[0]).bit_generator.state, None, []),
-            gaze: (first(seeds[1]).bit_generator.state, 0, np.zeros(2, np.float32)),
+            gaze: (first(seeds[1]).bit_generator.state, 0, np.zeros(2, np.float32),
+                   np.clip(np.zeros(2, np.float32) @ GAZE_WEIGHTS, 0, 1)),
         }
 
     def __call__(self, values: np.ndarray, start: int, fps: float, levels_db: np.ndarray | None = None) -> np.ndarray:

@@ -277,13 +277,18 @@ class StyleLayer:
     @property
     def active(self) -> bool:
         """Whether the layer can change a frame (anything non-neutral set, scheduled or fading)."""
-        return bool(self.timeline) or self.pending is not None or bool(
-            np.any(self.target[1:] > 0) or np.any(self.start_value[1:] > 0))
+        return bool(self.timeline) or self.pending is not None or self.ramping
+
+    def _set_ramp_ends(self, start_value: np.ndarray, target: np.ndarray) -> None:
+        """The current ramp's ends, and whether either is non-neutral (asked on every push, so
+        worked out here, where they change)."""
+        self.start_value, self.target = start_value, target
+        self.ramping = bool(np.any(target[1:] > 0) or np.any(start_value[1:] > 0))
 
     def reset(self) -> None:
         """Back to frame 0: the timeline from its start, the current targets held without a ramp
         (a live setting outlasts the utterance it was made in)."""
-        self.start_value = self.target.copy()          # value at the ramp's first frame
+        self._set_ramp_ends(self.target.copy(), self.target)   # start_value: at the ramp's first frame
         self.ramp_start = np.zeros(len(NAMES), np.int64)
         self.ramp_frames = np.ones(len(NAMES), np.int64)
         self.next_key = 0
@@ -307,8 +312,7 @@ class StyleLayer:
         """Ramp to `target` from `frame` on; before the first frame there is nothing to ramp from."""
         now = self.intensities(frame - 1) if frame > 0 else target
         seconds = np.where(target >= now, attack_s, release_s)
-        self.start_value = now.astype(np.float32)
-        self.target = target.astype(np.float32)
+        self._set_ramp_ends(now.astype(np.float32), target.astype(np.float32))
         self.ramp_start[:] = frame
         self.ramp_frames = np.maximum(1, np.round(seconds * self.fps)).astype(np.int64)
 

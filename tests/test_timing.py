@@ -48,6 +48,7 @@ def test_stream_arithmetic_agrees_with_counting(fps, lookahead_ms):
     added = timing.features_added(0, 150)
     assert added.sum() == timing.last_feature(149) + 1 and (added >= 0).all()
     np.testing.assert_array_equal(timing.features_added(37, 50), added[37:87])
+    np.testing.assert_array_equal([timing.features_added(i, 1)[0] for i in range(150)], added)   # live steps
     np.testing.assert_array_equal(timing.frame_need(np.arange(20)),
                                   [frame_to_sample(i + 1, fps) + timing.lookahead_samples for i in range(20)])
 
