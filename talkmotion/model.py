@@ -164,8 +164,14 @@ class Decoder(nn.Module):
     def encode_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio features (B, m, d) → the decoder's view of them: every layer's cross-attention
         keys/values (L, B, H, m, 2*dh) and each feature's frame query (B, m, d)."""
-        kv = torch.stack([layer.cross_attn.project_kv(features) for layer in self.layers])
-        return kv, self.inp(features)
+        # One product for every layer's keys/values and the queries (fewer, larger operators);
+        # the weights are concatenated here, so checkpoints keep one Linear per use.
+        weight = torch.cat([layer.cross_attn.kv.weight for layer in self.layers] + [self.inp.weight])
+        bias = torch.cat([layer.cross_attn.kv.bias for layer in self.layers] + [self.inp.bias])
+        out = nn.functional.linear(features, weight, bias)                     # (B, m, L*2d + d)
+        split = len(self.layers) * 2 * self.dims.d_model
+        kv = out[..., :split].unflatten(-1, (len(self.layers), self.dims.n_heads, -1)).permute(2, 0, 3, 1, 4)
+        return kv, out[..., split:]
 
     def step(self, new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q):
         """k frames for a batch of streams, with bounded caches (see TalkModel.step)."""

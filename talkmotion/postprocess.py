@@ -116,8 +116,9 @@ JAW = labels.index("jawOpen")
 # Procedural gaze (x > 0: toward the avatar's left; y > 0: up) → eyeLook* weights.
 _GAZE = {"eyeLookOutLeft": (1, 0), "eyeLookInRight": (1, 0), "eyeLookInLeft": (-1, 0), "eyeLookOutRight": (-1, 0),
          "eyeLookUpLeft": (0, 1), "eyeLookUpRight": (0, 1), "eyeLookDownLeft": (0, -1), "eyeLookDownRight": (0, -1)}
-GAZE_CHANNELS = labels.indices(list(_GAZE))
-GAZE_WEIGHTS = np.array(list(_GAZE.values()), np.float32).T             # (2, 8): (x, y) → channels
+_GAZE_ORDER = sorted(_GAZE, key=labels.index)                          # the eyeLook* channels are adjacent:
+GAZE_CHANNELS = slice(labels.index(_GAZE_ORDER[0]), labels.index(_GAZE_ORDER[-1]) + 1)   # a view, not a copy
+GAZE_WEIGHTS = np.array([_GAZE[name] for name in _GAZE_ORDER], np.float32).T   # (2, 8): (x, y) → channels
 
 
 def _gain(values, idx, gain):
@@ -234,7 +235,7 @@ def gaze(values, start, fps, opt: PostOptions, state):
         held = looks[-1]                                                # the last frame looks at `current`
     else:                                                               # most chunks: the gaze holds
         looks = held
-    values[:, GAZE_CHANNELS] = np.maximum(values[:, GAZE_CHANNELS], looks)
+    np.maximum(values[:, GAZE_CHANNELS], looks, out=values[:, GAZE_CHANNELS])
     return values, (rng_state, next_frame, current, held)
 
 

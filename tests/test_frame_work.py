@@ -114,6 +114,17 @@ def test_every_effect_gives_the_same_frames_whatever_the_chunking():
     assert len({tuple(row) for row in np.round(gaze, 4)}) > 3                # saccades move the eyes
 
 
+def test_a_held_gaze_moves_the_eye_channels_that_look_that_way_and_no_others():
+    values = np.zeros((4, labels.NUM_CHANNELS), np.float32)
+    left_and_up = np.array([0.4, 0.2], np.float32)     # x > 0: toward the avatar's left; y > 0: up
+    held = np.clip(left_and_up @ postprocess.GAZE_WEIGHTS, 0, 1)
+    state = (np.random.default_rng(0).bit_generator.state, 10 ** 6, left_and_up, held)   # no saccade due
+    out, _ = postprocess.gaze(values, 0, 30, PostOptions(gaze="on"), state)
+    moved = {labels.CHANNELS[c]: round(float(out[0, c]), 4) for c in np.flatnonzero(out[0])}
+    assert moved == {"eyeLookOutLeft": 0.4, "eyeLookInRight": 0.4, "eyeLookUpLeft": 0.2, "eyeLookUpRight": 0.2}
+    assert (out == out[0]).all()
+
+
 def test_mel_is_the_same_for_any_push_size():
     # Within float rounding: BLAS multiplies one row (a push that completes one mel frame)
     # with another kernel than many, so the last bit may differ, as it always did.
