@@ -39,15 +39,49 @@ def test_live_pushes_run_the_one_frame_graph_and_match_pytorch(tiny_model, tmp_p
         def __init__(self, name):
             self.name, self.session = name, runtime.sessions[name]
 
+        def __getattr__(self, attribute):
+            return getattr(self.session, attribute)
+
         def run(self, *args):
             calls[self.name] += 1
             return self.session.run(*args)
+
+        def run_with_iobinding(self, *args):
+            calls[self.name] += 1
+            return self.session.run_with_iobinding(*args)
     runtime.sessions["frame"], runtime.sessions["decode"] = Counting("frame"), Counting("decode")
     assert compare_runtimes(tiny_model, runtime, noise(1.5), chunk=320) < 1e-4
     assert calls["frame"] > 40 and calls["decode"] <= 4      # two streams; each one's first frame and flush
     frame, decode = optimized_ops(out / "frame.onnx", tmp_path), optimized_ops(out / "decode.onnx", tmp_path)
     assert not {"Range", "Less", "GreaterOrEqual"} & set(frame)      # no distance arithmetic for the biases
     assert len(frame) < len(decode)                                  # though it holds the encoder too
+
+
+def test_streams_on_one_exported_model_keep_their_own_state(tiny_model, tmp_path):
+    """A stream's state is updated in place (bound buffers): two streams pushed in turn on one
+    runtime, and one restarted, each give the frames they give alone."""
+    from talkmotion.postprocess import PostOptions
+    from talkmotion.stream import Animator
+
+    runtime = OnnxRuntime.load(export(tiny_model, tmp_path / "exported"))
+    initial = [x.copy() for x in runtime.initial["decode"] + runtime.initial["encode"]]
+    raw = PostOptions(blinks="off", gaze="off", head_motion=0.0)
+    a, b = noise(1.0, seed=2), noise(1.0, seed=3)
+
+    def alone(pcm):
+        animator = Animator(runtime, raw)
+        return np.concatenate([animator.push(pcm[i:i + 320]).values for i in range(0, pcm.size, 320)])
+    first, second = Animator(runtime, raw), Animator(runtime, raw)
+    second.push(b[:8000])
+    second.reset()
+    together = [[], []]
+    for i in range(0, a.size, 320):
+        together[0].append(first.push(a[i:i + 320]).values)
+        together[1].append(second.push(b[i:i + 320]).values)
+    np.testing.assert_array_equal(np.concatenate(together[0]), alone(a))
+    np.testing.assert_array_equal(np.concatenate(together[1]), alone(b))
+    for start, now in zip(initial, runtime.initial["decode"] + runtime.initial["encode"]):
+        np.testing.assert_array_equal(start, now)
 
 
 def optimized_ops(graph, tmp_path) -> list[str]:

@@ -6,7 +6,8 @@ A runtime (any of the classes below) has
   predicted        frozenset of the channel names the model predicts (post-processing fills the rest)
   post_defaults    postprocess.PostOptions the model ships with
   new_source()     audio → what `step` reads, for one stream (runtime.sources)
-  initial_state()  the state of a stream that has heard nothing: a list of arrays/tensors
+  initial_state()  the state of a stream that has heard nothing, opaque to the Animator: a list
+                   of tensors (PyTorch), or an OnnxStreamState whose arrays the graphs update in place
   step(source, added, state) -> (frames (k, C) float32, state)
                    the k frames whose audio features `source` brings; added (k,) says how many
                    of those features each frame brings (from timing.features_added)
