@@ -186,6 +186,24 @@ def test_glb_animation_on_the_reference_avatar(tmp_path, frames, avatar_files):
     np.testing.assert_array_equal(g.accessor(0), source.accessor(0))
 
 
+def test_an_avatar_whose_nodes_form_a_cycle_is_refused_naming_the_file(tmp_path, frames, avatar_files):
+    from talkmotion.preview.avatar import AvatarError
+    from talkmotion.preview.avatar.scene import build_posable
+
+    source = read_glb(avatar_files[0])
+    doc = json.loads(json.dumps(source.doc))
+    head = next(i for i, n in enumerate(doc["nodes"]) if n.get("name") == "head")
+    parent = next(i for i, n in enumerate(doc["nodes"]) if head in n.get("children", []))
+    doc["nodes"][head].setdefault("children", []).append(parent)        # head → its parent → head ...
+    path = tmp_path / "cycle.glb"
+    path.write_bytes(Gltf(doc, source.binary).to_glb())
+    with pytest.raises(AvatarError, match="cycle.glb: its node tree cannot be animated .*reached twice"):
+        write(tmp_path / "talk.glb", frames, avatar=path)
+    assert not (tmp_path / "talk.glb").exists()
+    with pytest.raises(AvatarError, match="cycle.glb"):
+        build_posable(load_avatar(path))
+
+
 def test_glb_animation_through_presets_for_an_avatar_without_arkit(tmp_path, frames, avatar_files):
     _, vrm = avatar_files
     v = read_glb(vrm)
