@@ -1,6 +1,6 @@
 """The live path: 20 ms pushes into an Animator on the default model, and where the time goes.
 
-    taskset -c 1 .venv/bin/python bench/bench_live.py [--backend onnx] [--seconds 10] [--repeat 7]
+    taskset -c 1 .venv/bin/python bench/bench_live.py [--backend onnx] [--seconds 10] [--repeat 7] [--sweep-mb 8]
 
 Pushes the speech sample (looped to --seconds) 20 ms at a time, as a microphone callback
 does, and reports per audio second, best of --repeat, in this thread's CPU time (on a
@@ -9,6 +9,8 @@ shared machine other jobs add wall time; the wall clock is printed beside it):
   model calls  the runtime's steps alone, replayed on the inputs the whole run gave them
   python       the Animator with a runtime that does no arithmetic: mel, timing,
                levels, post-processing, style
+  model calls, N MB swept   the replay again, reading N MB of other memory before each
+               call: what the model costs when its weights have left the caches
 whole is more than the other two added: each evicts the other's data from the caches.
 The three are measured in turn, round after round, so a slow spell of the machine
 touches each alike.
@@ -72,9 +74,11 @@ def push_all(animator: Animator, chunks: list[np.ndarray]) -> None:
         animator.push(chunk)
 
 
-def replay(runtime, steps) -> None:
+def replay(runtime, steps, sweep: np.ndarray | None = None) -> None:
     state = runtime.initial_state()
     for source, added in steps:
+        if sweep is not None:
+            sweep.sum()
         _, state = runtime.step(source, added, state)
 
 
@@ -83,6 +87,7 @@ def main() -> None:
     parser.add_argument("--backend", default="onnx", choices=("onnx", "torch"))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--sweep-mb", type=float, default=0.0, help="also replay with this much memory read between calls")
     args = parser.parse_args()
 
     runtime = load_model(None, args.backend, threads=1)
@@ -94,6 +99,9 @@ def main() -> None:
     whole, null = Animator(runtime), Animator(NullRuntime(runtime))
     parts = {"whole": lambda: push_all(whole, chunks), "model calls": lambda: replay(runtime, recorder.steps),
              "python": lambda: push_all(null, chunks)}
+    if args.sweep_mb > 0:
+        sweep = np.ones(int(args.sweep_mb * 2 ** 20) // 4, np.float32)
+        parts[f"model calls, {args.sweep_mb:g} MB swept"] = lambda: replay(runtime, recorder.steps, sweep)
     best = {name: (np.inf, np.inf) for name in parts}
     for _ in range(args.repeat):
         for name, run in parts.items():
@@ -103,7 +111,7 @@ def main() -> None:
     print(f"live 20 ms pushes, {runtime.name}, backend {args.backend}, {seconds:.0f} s of speech, "
           f"best of {args.repeat}, one thread")
     for name, (cpu, wall) in best.items():
-        print(f"  {name:12s} {1000 * cpu / seconds:6.1f} ms CPU per audio second ({seconds / cpu:5.1f}x real time), "
+        print(f"  {name:24s} {1000 * cpu / seconds:6.1f} ms CPU per audio second ({seconds / cpu:5.1f}x real time), "
               f"wall {1000 * wall / seconds:6.1f} ms ({seconds / wall:5.1f}x)")
 
 
