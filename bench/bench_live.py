@@ -29,8 +29,8 @@ import time
 import numpy as np
 
 from talkmotion import labels
-from talkmotion.assets import SAMPLE_SPEECH
-from talkmotion.audio import SAMPLE_RATE, load_audio
+from talkmotion.audio import SAMPLE_RATE
+from talkmotion.bench import speech
 from talkmotion.runtime import load_model
 from talkmotion.stream import Animator
 
@@ -91,8 +91,7 @@ def main() -> None:
     args = parser.parse_args()
 
     runtime = load_model(None, args.backend, threads=1)
-    base = load_audio(SAMPLE_SPEECH)
-    pcm = np.tile(base, int(np.ceil(args.seconds * SAMPLE_RATE / base.size)))[:int(args.seconds * SAMPLE_RATE)]
+    pcm = speech(args.seconds)
     chunks = [pcm[k:k + CHUNK] for k in range(0, pcm.size - CHUNK + 1, CHUNK)]
     recorder = RecordingRuntime(runtime)
     push_all(Animator(recorder), chunks)

@@ -94,6 +94,17 @@ def optimized_ops(graph, tmp_path) -> list[str]:
     return [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
 
 
+def test_a_truncated_or_missing_frame_graph_is_a_one_line_error_naming_it(tiny_model, tmp_path):
+    out = export(tiny_model, tmp_path / "exported")
+    data = (out / "frame.onnx").read_bytes()
+    (out / "frame.onnx").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ExportError, match="exported: frame graph cannot be loaded"):
+        OnnxRuntime.load(out)
+    (out / "frame.onnx").unlink()
+    with pytest.raises(ExportError, match="its frame graph 'frame.onnx' is missing"):
+        OnnxRuntime.load(out)
+
+
 def test_large_weights_can_live_beside_the_graph(tiny_model, tmp_path):
     """External data: what a frozen third-party encoder fetched at set-up would use; the
     one-frame graph, which would hold the weights again, is left out and the two graphs serve."""

@@ -20,7 +20,7 @@ import logging
 import numpy as np
 
 from .. import labels
-from ..preview.avatar import AvatarError, load_avatar
+from ..preview.avatar import load_avatar
 from ..preview.avatar.loader import Avatar
 from ..preview.avatar.scene import world_matrices
 from ..files import write_bytes
@@ -68,10 +68,7 @@ def head_local_rotations(avatar: Avatar, head_degrees: np.ndarray) -> np.ndarray
     q = head_quaternions(head_degrees)
     if avatar.head_flip:
         q = quaternion_multiply(quaternion_multiply(HALF_TURN_Y, q), quaternion_conjugate(HALF_TURN_Y))
-    try:
-        world, parent = world_matrices(doc)
-    except ValueError as err:        # a node tree with a cycle: no head rotation can be placed in it
-        raise AvatarError(f"{avatar.path}: its node tree cannot be animated ({err})") from None
+    world, parent = world_matrices(doc)     # a tree: Avatar.load refuses cycles
     up = parent.get(avatar.head_node)
     p = _rotation_of(world[up]) if up in world else np.array([0.0, 0.0, 0.0, 1.0])
     rest = np.asarray(doc["nodes"][avatar.head_node].get("rotation", [0.0, 0.0, 0.0, 1.0]), np.float64)

@@ -119,6 +119,17 @@ class Avatar:
             self.head_node = self._find_head(ext, nodes)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
             self._fail(f"broken VRM extension: humanoid bones cannot be read ({err!r})")
+        self._check_node_tree(doc)
+
+    def _check_node_tree(self, doc: dict) -> None:
+        """glTF nodes form trees: a node reached twice from the scene (a cycle) would make every
+        consumer of the avatar (preview, glb export) loop or place it twice."""
+        from .scene import world_matrices
+
+        try:
+            world_matrices(doc)
+        except ValueError as err:
+            self._fail(f"its node tree cannot be animated ({err})")
 
     def _vrm_expressions(self, ext: dict, nodes: list, mesh_count: int) -> dict[str, list[Bind]]:
         """VRM 1.0 presets + customs, or VRM 0.x blend shape groups, as name → binds."""
