@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 import onnx
-import pytest
 import torch
 
 from talkmotion.checkpoint import CheckpointError, save_checkpoint
@@ -33,6 +32,9 @@ def test_live_pushes_run_the_one_frame_graph_and_match_pytorch(tiny_model, tmp_p
     the same frames as PyTorch's; the frame graph has no distance arithmetic left."""
     out = export(tiny_model, tmp_path / "exported")
     runtime = OnnxRuntime.load(out)
+    assert compare_runtimes(tiny_model, runtime, noise(1.5), chunk=16000) < 1e-4
+    assert "frame" not in runtime.sessions        # a file's 1 s pushes never load it
+    runtime.frame_graph()
     calls = {"frame": 0, "decode": 0}
 
     class Counting:
@@ -98,8 +100,14 @@ def test_a_truncated_or_missing_frame_graph_is_a_one_line_error_naming_it(tiny_m
     out = export(tiny_model, tmp_path / "exported")
     data = (out / "frame.onnx").read_bytes()
     (out / "frame.onnx").write_bytes(data[:len(data) // 2])
-    with pytest.raises(ExportError, match="exported: frame graph cannot be loaded"):
+    with pytest.raises(ExportError, match=f"its frame graph 'frame.onnx' is {len(data) // 2} bytes, not the "
+                                          f"{len(data)} it was written with"):
         OnnxRuntime.load(out)
+    # Damaged at its full size: found when a stream first steps one frame, as clearly.
+    (out / "frame.onnx").write_bytes(data[:len(data) // 2] + bytes(len(data) - len(data) // 2))
+    runtime = OnnxRuntime.load(out)
+    with pytest.raises(ExportError, match="exported: frame graph cannot be loaded"):
+        runtime.step(np.zeros((1, 1), np.float32), np.ones(1, np.int64), runtime.initial_state())
     (out / "frame.onnx").unlink()
     with pytest.raises(ExportError, match="its frame graph 'frame.onnx' is missing"):
         OnnxRuntime.load(out)
@@ -110,7 +118,7 @@ def test_large_weights_can_live_beside_the_graph(tiny_model, tmp_path):
     one-frame graph, which would hold the weights again, is left out and the two graphs serve."""
     out = export(tiny_model, tmp_path / "exported", external_data=True)
     assert (out / "encode.onnx.data").stat().st_size > (out / "encode.onnx").stat().st_size
-    assert not (out / "frame.onnx").exists() and OnnxRuntime.load(out).frame_feed is None
+    assert not (out / "frame.onnx").exists() and not OnnxRuntime.load(out).has_frame_graph
     assert compare_runtimes(tiny_model, OnnxRuntime.load(out), noise(1.0), chunk=320) < 1e-4
     assert compare_runtimes(tiny_model, OnnxRuntime.load(out), noise(1.0), chunk=999) < 1e-4
     (out / "encode.onnx.data").unlink()

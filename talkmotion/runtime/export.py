@@ -104,6 +104,9 @@ def export(model, out_dir: str | Path, overwrite: bool = False, external_data: b
     try:
         for graph, data in graphs.items():
             _write_graph(tmp / FILES[graph], data, external_data)
+        # each graph's size: a truncated file is found when the model is opened, though
+        # the runtime loads the one-frame graph only when a stream first needs it
+        header["graph_bytes"] = {graph: (tmp / FILES[graph]).stat().st_size for graph in graphs}
         write_json(tmp / "model.json", header)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")

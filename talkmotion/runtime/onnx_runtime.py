@@ -10,7 +10,9 @@ The exported model (written by `talkmotion export`, see runtime/export.py) is a 
   frame.onnx    (optional) source, window_kv, window_valid, cache, cache_valid, <encoder state> →
                 frames, next_<decode state>, next_<encoder state>: both graphs in one call for a
                 step of one frame that brings new features (a live stream's pushes), with
-                constant shapes (torch_runtime.FrameStep); exports without it run the two graphs
+                constant shapes (torch_runtime.FrameStep); exports without it run the two graphs.
+                Loaded when a stream first steps one frame: animating a file never does, and
+                the load is a third of the model's start-up
   (external data files a graph names, e.g. large frozen weights fetched at set-up)
 """
 
@@ -63,14 +65,25 @@ class OnnxRuntime:
                 raise ExportError(f"{where}: {graph} graph has inputs {inputs}, not the state its header names")
             self.sessions[graph], self.names[graph] = session, inputs
             self.initial[graph] = [initial_value(s) for s in state]
-        self.frame_feed = self._frame_graph(ort, graphs.get("frame"), opts, where)
+        self._frame_source, self._opts, self._where = graphs.get("frame"), opts, where
+        self.frame_feed: list[tuple[str, int]] | None = None    # set when the frame graph is loaded
         self.n_channels = labels.NUM_CHANNELS
 
-    def _frame_graph(self, ort, source, opts, where: str) -> list[tuple[str, int]] | None:
-        """Load the optional one-frame graph; return (input name, index into [source, *state])
-        for each of its inputs (it drops the state it never reads), or None without it."""
-        if source is None:
-            return None
+    @property
+    def has_frame_graph(self) -> bool:
+        return self._frame_source is not None
+
+    def frame_graph(self):
+        """The one-frame graph's session and feed, loading it on first use: the feed is
+        (input name, index into [source, *state]) for each of its inputs (it drops the state
+        it never reads)."""
+        if self.frame_feed is None:
+            import onnxruntime as ort
+
+            self.frame_feed = self._load_frame_graph(ort, self._frame_source, self._opts, self._where)
+        return self.sessions["frame"], self.frame_feed
+
+    def _load_frame_graph(self, ort, source, opts, where: str) -> list[tuple[str, int]]:
         session = _session(ort, source, opts, f"{where}: frame graph")
         state = [s["name"] for s in self.header["state"]["decode"] + self.header["state"]["encode"]]
         position = {name: k for k, name in enumerate(["source", *state])}
@@ -93,23 +106,29 @@ class OnnxRuntime:
             raise ExportError(f"{folder}: model.json is not a talkmotion exported-model header")
         graphs = {g: folder / str(header["graphs"].get(g, "")) for g in GRAPHS + OPTIONAL_GRAPHS
                   if g in GRAPHS or g in header["graphs"]}
+        sizes = header.get("graph_bytes", {})
         for graph, path in graphs.items():
             if not path.is_file():
                 raise ExportError(f"{folder}: its {graph} graph {path.name!r} is missing")
+            if graph in sizes and path.stat().st_size != sizes[graph]:
+                raise ExportError(f"{folder}: its {graph} graph {path.name!r} is {path.stat().st_size} bytes, "
+                                  f"not the {sizes[graph]} it was written with (truncated or replaced)")
         return cls(header, graphs, threads, where=str(folder))
 
     def new_source(self):
         return source_from_spec(self.header["source"])
 
     def initial_state(self) -> "OnnxStreamState":
-        return OnnxStreamState(self.initial["decode"] + self.initial["encode"],
-                               self.sessions.get("frame"), self.frame_feed)
+        return OnnxStreamState(self.initial["decode"] + self.initial["encode"])
 
     def step(self, source: np.ndarray, added: np.ndarray, state: "OnnxStreamState"):
         """source for sum(added) features → frames (k, C) float32 and the next state (the same
         object: its arrays are updated in place)."""
-        if state.bindings is not None and is_one_frame(added):
-            return state.run_frame(self.sessions["frame"], source), state
+        if self._frame_source is not None and is_one_frame(added):
+            session, feed = self.frame_graph()
+            if state.bindings is None:
+                state.bind(session, feed)
+            return state.run_frame(session, source), state
         split = len(self.initial["decode"])
         decode_state, encode_state = state.arrays[:split], state.arrays[split:]
         if source.shape[1]:
@@ -135,14 +154,16 @@ class OnnxStreamState:
     copies its results into the current set. Iterating gives the current arrays.
     """
 
-    def __init__(self, initial: list[np.ndarray], frame_session=None, frame_feed=None):
+    def __init__(self, initial: list[np.ndarray]):
         self.sets = [[x.copy() for x in initial], [x.copy() for x in initial]]
         self.current = 0
         self.bindings = None
-        if frame_session is not None:
-            channels = frame_session.get_outputs()[0].shape[-1]
-            self.frames = np.zeros((1, 1, channels), np.float32)
-            self.bindings = [self._bind(frame_session, frame_feed, reads) for reads in (0, 1)]
+
+    def bind(self, frame_session, frame_feed) -> None:
+        """Bind both sets to the frame graph (once, at the stream's first one-frame step)."""
+        channels = frame_session.get_outputs()[0].shape[-1]
+        self.frames = np.zeros((1, 1, channels), np.float32)
+        self.bindings = [self._bind(frame_session, frame_feed, reads) for reads in (0, 1)]
 
     def _bind(self, session, feed, reads: int):
         """The binding that reads set `reads` and writes the other (and the frame's values)."""
