@@ -79,9 +79,39 @@ def test_timbre_eq_recolours_the_spectrum_at_the_same_loudness():
     assert np.abs(change_db).max() < 8 + 6              # within the asked range (plus level match)
 
 
+def periodicity(audio, frame=640):
+    """Median over loud 40 ms frames of the autocorrelation peak at pitch lags (2.5–12.5 ms):
+    near 1 for a voice, low for noise."""
+    peaks = []
+    for start in range(0, audio.size - frame, frame // 2):
+        f = audio[start:start + frame] - audio[start:start + frame].mean()
+        if np.sqrt(np.mean(f ** 2)) > 0.05 * np.abs(audio).max():
+            r = np.correlate(f, f, "full")[frame - 1:]
+            peaks.append(r[40:200].max() / r[0])
+    return float(np.median(peaks))
+
+
+def test_whispering_drops_the_voicing_and_keeps_the_envelope_and_timing():
+    audio, labels, _ = tone_burst()
+    voice = tones(2.0) * np.hanning(2 * SAMPLE_RATE).astype(np.float32)   # a voiced swell
+    out = aug.whispered(voice, np.random.default_rng(0))
+    assert out.shape == voice.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert periodicity(voice) > 0.8 and periodicity(out) < 0.4                 # no pitch left
+    assert np.sqrt(np.mean(out ** 2)) == pytest.approx(np.sqrt(np.mean(voice ** 2)), rel=1e-3)
+    f, before = welch(voice, SAMPLE_RATE, nperseg=1024)
+    _, after = welch(out, SAMPLE_RATE, nperseg=1024)
+    assert f[np.argmax(after)] == pytest.approx(220.0, abs=aug.WHISPER_SMOOTH_HZ)   # energy where the voice's was
+    assert after[f > 2000].sum() < 0.05 * after.sum()
+    halves = [np.sqrt(np.mean(x ** 2)) for x in np.split(out, 8)]           # loud where the swell is
+    assert np.argmax(halves) in (3, 4) and halves[0] < 0.3 * max(halves)
+    burst = aug.whispered(audio, np.random.default_rng(1))                   # the burst stays on its frame
+    assert np.argmax(np.abs(burst)) / SAMPLE_RATE == pytest.approx(np.argmax(labels[:, 0]) / FPS, abs=0.05)
+    np.testing.assert_allclose(aug.whispered(voice, np.random.default_rng(0), mix=0.0), voice, atol=1e-5)
+
+
 def test_augment_is_reproducible_per_seed_and_keeps_labels_aligned():
     audio, labels, mask = tone_burst()
-    cfg = aug.AugmentConfig(timbre_prob=0.5, pitch_prob=0.5, tempo_prob=0.5)
+    cfg = aug.AugmentConfig(timbre_prob=0.5, pitch_prob=0.5, tempo_prob=0.5, whisper_prob=0.5)
     runs = [aug.augment(audio, labels, mask, np.random.default_rng(7), cfg) for _ in range(2)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     for out, lab, msk, _, _ in runs[:1] + [aug.augment(audio, labels, mask, np.random.default_rng(s), cfg)
@@ -93,7 +123,8 @@ def test_augment_is_reproducible_per_seed_and_keeps_labels_aligned():
 
 @pytest.mark.parametrize("field, value", [("tempo_range", (0.0, 1.2)), ("speed_range", (1.2, 0.9)),
                                           ("pitch_prob", 1.5), ("pitch_semitones", (3.0, -3.0)),
-                                          ("pitch_semitones", (-24.0, 0.0)), ("pitch_semitones", (0.0, float("nan")))])
+                                          ("pitch_semitones", (-24.0, 0.0)), ("pitch_semitones", (0.0, float("nan"))),
+                                          ("whisper_prob", -0.1), ("whisper_mix", (0.5, 1.5))])
 def test_augment_settings_out_of_range_are_refused(field, value):
     from talkmotion.config import ConfigError
 

@@ -4,8 +4,9 @@ real microphones, rooms and other speakers.
 Every transform takes and returns (audio, labels, mask) so transforms that change
 time (speed, tempo) retime the labels with the audio; `augment` retimes the phone
 track too. Speed moves pitch, formants and tempo together (resampling); pitch moves
-pitch and formants, a different-sized vocal tract, at the same timing; tempo changes
-the speaking rate alone (both by WSOLA time-stretching, which keeps the pitch of what
+pitch and formants, a different-sized vocal tract, at the same timing; whispering keeps
+the formants and drops the voicing (real voices whisper, breathe and creak, TTS never does);
+tempo changes the speaking rate alone (both by WSOLA time-stretching, which keeps the pitch of what
 it stretches). All are pure functions of their inputs and a numpy Generator.
 """
 
@@ -40,6 +41,8 @@ class AugmentConfig:
     pitch_semitones: tuple[float, float] = (-4.0, 4.0)
     tempo_prob: float = 0.0                           # speaking rate changed, pitch kept, labels retimed
     tempo_range: tuple[float, float] = (0.8, 1.25)
+    whisper_prob: float = 0.0                         # voicing replaced by breath noise, envelope kept:
+    whisper_mix: tuple[float, float] = (0.4, 1.0)     # ...this share of it (below 1: a breathy voice)
 
     def __post_init__(self):
         for name in ("speed_range", "tempo_range"):
@@ -51,6 +54,9 @@ class AugmentConfig:
         if not -12 <= low <= high <= 12:
             raise ConfigError(f"data.augment.pitch_semitones must be [low, high] within -12..12, "
                               f"got {list(self.pitch_semitones)}")
+        low, high = self.whisper_mix
+        if not 0 <= low <= high <= 1:
+            raise ConfigError(f"data.augment.whisper_mix must be [low, high] within 0..1, got {list(self.whisper_mix)}")
         for f in fields(self):
             if f.name.endswith("_prob") and not 0 <= getattr(self, f.name) <= 1:
                 raise ConfigError(f"data.augment.{f.name} must be between 0 and 1, got {getattr(self, f.name)}")
@@ -139,6 +145,29 @@ def pitch_shift(audio, semitones: float) -> np.ndarray:
     return np.pad(out, (0, max(0, audio.size - out.size)))[:audio.size]
 
 
+WHISPER_FFT = 256          # 16 ms frames (hop a quarter of that): short enough to follow the formants
+WHISPER_SMOOTH_HZ = 400    # spectral envelope: the magnitude averaged over this band, so no harmonic is left
+
+
+def whispered(audio, rng: np.random.Generator, mix: float = 1.0) -> np.ndarray:
+    """The same speech whispered: each short frame's spectral envelope (the vocal tract's
+    formants, the lips' work) kept, its excitation replaced by noise, so no pitch or voicing is
+    left; `mix` < 1 keeps some of the voice (breathy). Same length and level, same timing."""
+    from scipy.ndimage import uniform_filter1d
+    from scipy.signal import istft, stft
+
+    if np.size(audio) < WHISPER_FFT:
+        return np.asarray(audio, np.float32).copy()
+    hop = WHISPER_FFT // 4
+    _, _, spec = stft(audio, nperseg=WHISPER_FFT, noverlap=WHISPER_FFT - hop)
+    bins = max(1, int(round(WHISPER_SMOOTH_HZ / (SAMPLE_RATE / WHISPER_FFT))))
+    envelope = np.sqrt(uniform_filter1d(np.abs(spec) ** 2, bins, axis=0, mode="nearest"))
+    excitation = (rng.standard_normal(spec.shape) + 1j * rng.standard_normal(spec.shape)) / np.sqrt(2)
+    _, noise = istft(envelope * excitation, nperseg=WHISPER_FFT, noverlap=WHISPER_FFT - hop)
+    noise = match_level(np.pad(noise, (0, max(0, audio.size - noise.size)))[:audio.size], audio)
+    return match_level(mix * noise + (1 - mix) * audio, audio).astype(np.float32)
+
+
 def coloured_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     white = rng.standard_normal(n).astype(np.float32)
     kind = rng.integers(3)
@@ -217,6 +246,8 @@ def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig, p
         phones = retime_track(phones, played, audio.size)
     if cfg.pitch_prob and rng.random() < cfg.pitch_prob:
         audio = pitch_shift(audio, rng.uniform(*cfg.pitch_semitones))
+    if cfg.whisper_prob and rng.random() < cfg.whisper_prob:
+        audio = whispered(audio, rng, rng.uniform(*cfg.whisper_mix))
     if rng.random() < cfg.eq_prob:
         audio = shelf_eq(audio, rng, rng.uniform(*cfg.eq_db))
     if cfg.timbre_prob and rng.random() < cfg.timbre_prob:
