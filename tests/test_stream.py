@@ -196,6 +196,11 @@ def test_live_pushes_run_the_one_frame_step(tiny_model):
     """20 ms pushes make steps of one frame, which the runtime runs as its FrameStep; a push of
     a second runs the two steps. Both give the frames of the whole-file run."""
     runtime = TorchRuntime(tiny_model)
+    pcm = bursts(1.5, seed=2)
+    whole = run_chunks(Animator(runtime, RAW), pcm, pcm.size)
+    assert not isinstance(runtime.frame, torch.jit.ScriptModule)      # traced only when a stream needs it
+    runtime.frame_step()
+    assert isinstance(runtime.frame, torch.jit.ScriptModule)
     calls = {"frame": 0, "decode": 0}
 
     def counting(name, step):
@@ -204,11 +209,10 @@ def test_live_pushes_run_the_one_frame_step(tiny_model):
             return step(*args)
         return run
     runtime.frame, runtime.decode = counting("frame", runtime.frame), counting("decode", runtime.decode)
-    pcm = bursts(1.5, seed=2)
     live = run_chunks(Animator(runtime, RAW), pcm, 320)
     assert calls["frame"] >= len(live) - 2 and calls["decode"] <= 2   # the first frame and the flush
     calls.update(frame=0, decode=0)
-    whole = run_chunks(Animator(runtime, RAW), pcm, pcm.size)
+    assert np.array_equal(run_chunks(Animator(runtime, RAW), pcm, pcm.size), whole)
     assert calls["frame"] == 0 and calls["decode"] == 2
     np.testing.assert_allclose(live, whole, atol=1e-4)
 

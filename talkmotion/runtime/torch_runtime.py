@@ -105,6 +105,7 @@ class TorchRuntime:
         self.post_defaults = PostOptions()
         self.encode_step, self.decode_step = EncodeStep(self.model), DecodeStep(self.model)
         self.encode, self.decode, self.frame = self.encode_step, self.decode_step, FrameStep(self.model)
+        self.traced, self._frame_traced = traced, False
         if traced:
             source = example_source(model)
             with torch.inference_mode():
@@ -112,7 +113,13 @@ class TorchRuntime:
             self.encode = _trace(self.encode_step, (source, *self.encode_step.initial_state()))
             hidden = torch.tensor([1, 0])
             self.decode = _trace(self.decode_step, (new_kv, new_q, hidden, *self.decode_step.initial_state()))
-            self.frame = _trace(self.frame, (source, *self.initial_state()))
+
+    def frame_step(self):
+        """The one-frame step, traced when a stream first needs it (animating a file never does)."""
+        if self.traced and not self._frame_traced:
+            self.frame = _trace(self.frame, (example_source(self.model), *self.initial_state()))
+            self._frame_traced = True
+        return self.frame
 
     def new_source(self):
         return self.model.encoder.make_source()
@@ -124,7 +131,7 @@ class TorchRuntime:
         """source for sum(added) features → frames (k, C) float32 and the next state."""
         if is_one_frame(added):
             with torch.inference_mode():
-                frames, *state = self.frame(torch.from_numpy(np.ascontiguousarray(source)), *state)
+                frames, *state = self.frame_step()(torch.from_numpy(np.ascontiguousarray(source)), *state)
             return frames[0].numpy(), state
         decode_state, encode_state = state[:len(DECODE_STATE)], state[len(DECODE_STATE):]
         with torch.inference_mode():
