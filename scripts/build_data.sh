@@ -10,7 +10,9 @@
 #
 # Hours on a 2-core machine (the Kokoro corpus alone is about an hour: BENCHMARKS.md, "TTS
 # corpus"). Every step resumes where it stopped, so run it again after an interruption;
-# finished steps cost a scan of their folder.
+# finished steps cost a scan of their folder. A rerun also retries clips recorded as failed: Kokoro
+# clips get 300 s each (--timeout), as a loaded machine took over 30 s for some and the dev set
+# then lost clips that another run kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +26,8 @@ if [ "$stage" != eval ]; then
   $TM corpus synth -o data/corpus_kokoro --engines kokoro --clips 3000 --seed 2 --workers 2 --timeout 300
 fi
 if [ "$stage" != train ]; then
-  $TM corpus synth -o data/dev_kokoro --engines kokoro --voices 'kokoro-dev-*' --clips 300 --seed 21 --workers 2
-  $TM corpus synth -o data/test_kokoro --engines kokoro --voices 'kokoro-test-*' --clips 300 --seed 31 --workers 2
+  $TM corpus synth -o data/dev_kokoro --engines kokoro --voices 'kokoro-dev-*' --clips 300 --seed 21 --workers 2 --timeout 300
+  $TM corpus synth -o data/test_kokoro --engines kokoro --voices 'kokoro-test-*' --clips 300 --seed 31 --workers 2 --timeout 300
   $TM corpus synth -o data/dev_awb --engines flite --voices awb --clips 400 --seed 11
   $TM corpus align data/dev_kokoro -o data/dev_kokoro_aligned
   $TM corpus align data/test_kokoro -o data/test_kokoro_aligned
