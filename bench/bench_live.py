@@ -1,6 +1,6 @@
 """The live path: 20 ms pushes into an Animator on the default model, and where the time goes.
 
-    taskset -c 1 .venv/bin/python bench/bench_live.py [--backend onnx] [--seconds 10] [--repeat 7] [--sweep-mb 8]
+    taskset -c 1 .venv/bin/python bench/bench_live.py [--model M] [--backend onnx] [--seconds 10] [--repeat 7] [--sweep-mb 8]
 
 Pushes the speech sample (looped to --seconds) 20 ms at a time, as a microphone callback
 does, and reports per audio second, best of --repeat, in this thread's CPU time (on a
@@ -84,13 +84,14 @@ def replay(runtime, steps, sweep: np.ndarray | None = None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="checkpoint or exported folder (default: the embedded model)")
     parser.add_argument("--backend", default="onnx", choices=("onnx", "torch"))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--sweep-mb", type=float, default=0.0, help="also replay with this much memory read between calls")
     args = parser.parse_args()
 
-    runtime = load_model(None, args.backend, threads=1)
+    runtime = load_model(args.model, args.backend, threads=1)
     pcm = speech(args.seconds)
     chunks = [pcm[k:k + CHUNK] for k in range(0, pcm.size - CHUNK + 1, CHUNK)]
     recorder = RecordingRuntime(runtime)
