@@ -74,7 +74,7 @@ def unseen_voices(tmp_path_factory):
     root = tmp_path_factory.mktemp("unseen")
     synth = [sys.executable, "-m", "talkmotion", "corpus", "synth", "-o", str(root / "tts"), "--clips", "10",
              "--engines", "flite,kokoro", "--voices", "awb,kokoro-dev-*", "--seed", "77",
-             "--workers", "2", "--no-progress"]
+             "--workers", "2", "--timeout", "300", "--no-progress"]   # a loaded machine took over 30 s a clip
     align = [sys.executable, "-m", "talkmotion", "corpus", "align", str(root / "tts"), "-o", str(root / "aligned"),
              "--workers", "2", "--no-progress"]
     for command in (synth, align):
