@@ -80,11 +80,12 @@ class OnnxRuntime:
         if self.frame_feed is None:
             import onnxruntime as ort
 
-            self.frame_feed = self._load_frame_graph(ort, self._frame_source, self._opts, self._where)
+            self.frame_feed = self._load_frame_graph(ort)
         return self.sessions["frame"], self.frame_feed
 
-    def _load_frame_graph(self, ort, source, opts, where: str) -> list[tuple[str, int]]:
-        session = _session(ort, source, opts, f"{where}: frame graph")
+    def _load_frame_graph(self, ort) -> list[tuple[str, int]]:
+        where = self._where
+        session = _session(ort, self._frame_source, self._opts, f"{where}: frame graph")
         state = [s["name"] for s in self.header["state"]["decode"] + self.header["state"]["encode"]]
         position = {name: k for k, name in enumerate(["source", *state])}
         inputs = [i.name for i in session.get_inputs()]
@@ -125,10 +126,9 @@ class OnnxRuntime:
         """source for sum(added) features → frames (k, C) float32 and the next state (the same
         object: its arrays are updated in place)."""
         if self._frame_source is not None and is_one_frame(added):
-            session, feed = self.frame_graph()
             if state.bindings is None:
-                state.bind(session, feed)
-            return state.run_frame(session, source), state
+                state.bind(*self.frame_graph())
+            return state.run_frame(self.sessions["frame"], source), state
         split = len(self.initial["decode"])
         decode_state, encode_state = state.arrays[:split], state.arrays[split:]
         if source.shape[1]:

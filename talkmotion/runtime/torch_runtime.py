@@ -105,7 +105,7 @@ class TorchRuntime:
         self.post_defaults = PostOptions()
         self.encode_step, self.decode_step = EncodeStep(self.model), DecodeStep(self.model)
         self.encode, self.decode, self.frame = self.encode_step, self.decode_step, FrameStep(self.model)
-        self.traced, self._frame_traced = traced, False
+        self.traced = traced
         if traced:
             source = example_source(model)
             with torch.inference_mode():
@@ -116,9 +116,8 @@ class TorchRuntime:
 
     def frame_step(self):
         """The one-frame step, traced when a stream first needs it (animating a file never does)."""
-        if self.traced and not self._frame_traced:
+        if self.traced and isinstance(self.frame, FrameStep):
             self.frame = _trace(self.frame, (example_source(self.model), *self.initial_state()))
-            self._frame_traced = True
         return self.frame
 
     def new_source(self):
