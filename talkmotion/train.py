@@ -130,6 +130,10 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 500
     checkpoint_every: int = 500
+    cached_encoder: bool = False    # a frozen "whisper" encoder's output is read from per-clip caches of
+                                    # the clean clip (data/teacher.py) instead of computed every step:
+                                    # the trunk runs once per clip, not per crop; only speed changes
+                                    # among the augmentations reach what the model hears
     init: str = ""                  # fine-tune from this checkpoint (its dims win)
     export: str = ""                # also write the final EMA model here (never over a file, unless...)
     export_overwrite: bool = False  # ...this is set: replacing a shipped model is a deliberate act
@@ -144,6 +148,22 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         _check(self.threads >= 0, f"threads must be 0 (torch's default) or more, got {self.threads}")
         _check(not self.init or Path(self.init).is_file(), f"init: no such checkpoint {self.init!r}")
+        if self.cached_encoder:
+            enc = self.model.encoder
+            _check(enc.kind == "whisper" and enc.weights == "tiny.en",
+                   "cached_encoder needs model.encoder.kind = \"whisper\" with weights = \"tiny.en\" "
+                   f"(the caches are Whisper tiny.en's), got {enc.kind!r}")
+            _check(not self.loss.distill_weight, "cached_encoder and loss.distill_weight cannot both be on: "
+                   "the caches hold the encoder's own output, so there is nothing to distil")
+
+    def encoder_cache(self) -> TeacherConfig | None:
+        """The per-clip caches training reads: the frozen encoder's output (cached_encoder) or
+        the distillation teacher's; None when neither is on."""
+        if self.cached_encoder:
+            return TeacherConfig(self.model.encoder.layers, self.model.encoder.window)
+        if self.loss.distill_weight:
+            return TeacherConfig(self.loss.distill_layers, self.loss.distill_window)
+        return None
 
 
 # --- loss -----------------------------------------------------------------------------------
@@ -279,9 +299,9 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        data, loss = cfg.data, cfg.loss
-        teacher = TeacherConfig(loss.distill_layers, loss.distill_window) if loss.distill_weight else None
-        self.train_set = ClipSet(data, data.train_split, teacher=teacher)
+        data = cfg.data
+        self.train_set = ClipSet(data, data.train_split, teacher=cfg.encoder_cache(),
+                                 teacher_is_encoder=cfg.cached_encoder)
         validating = data.max_val_clips > 0 and has_split(data, data.val_split)
         self.val_set = ClipSet(data, data.val_split, data.max_val_clips) if validating else None
         self.model = self._fine_tune_start(cfg.init) if cfg.init else self._new_model()

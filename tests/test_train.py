@@ -331,7 +331,7 @@ def test_loss_weights_out_of_range_are_refused(field, value):
         from_dict(TrainConfig, {"loss": {field: value}})
 
 
-@pytest.mark.parametrize("name", ["default.toml", "finetune_video.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "finetune_video.toml", "quality.toml"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 

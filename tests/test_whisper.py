@@ -198,3 +198,56 @@ def test_a_whisper_checkpoint_holds_no_whisper_weights(tmp_path):
 
     with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
         assert not any("trunk" in k or "conv1" in k for k in f.keys())
+
+
+# --- training on cached Whisper output (train.cached_encoder) -------------------------------
+
+def cached_encoder_config(tmp_path, **extra):
+    import json
+
+    from conftest import TINY, make_dataset
+    from talkmotion.config import load
+    from talkmotion.train import TrainConfig
+
+    data = make_dataset(tmp_path / "d", count=2, seconds=1.0, val=1)     # one training clip
+    cfg = {"out_dir": str(tmp_path / "run"), "cached_encoder": True,
+           "model": {**TINY, "encoder": {"kind": "whisper", "layers": 2, "window": 64}},
+           "data": {"sources": [{"path": str(data)}], "crop_seconds": 1.5, "augment": {"enabled": False},
+                    "workers": 0, "max_val_clips": 0},
+           "optim": {"steps": 2, "batch_size": 2}, **extra}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    return load(TrainConfig, tmp_path / "c.json")
+
+
+@needs_weights
+def test_cached_whisper_output_gives_the_features_the_encoder_computes_from_audio(tmp_path):
+    """A crop that starts where its clip does: the model's features from the cache are those
+    it computes from the audio (up to the cache's float16), so training on the cache teaches
+    the model what it will hear when it runs."""
+    from talkmotion.data.dataset import whole_clip_batch
+    from talkmotion.train import Trainer
+
+    trainer = Trainer(cached_encoder_config(tmp_path))
+    batch = trainer.train_set.batch(0, 0, 2, trainer.model.dims, 0)
+    assert "encoder_hidden" in batch and "whisper_mel" not in batch and "teacher" not in batch
+    clip = trainer.train_set.clips[0]
+    model = trainer.model.eval()
+    with torch.no_grad():
+        cached = model.features(batch)[0]
+        heard = model.features(whole_clip_batch(clip, model.dims))[0]
+    inside = clip.audio.size // whisper.FEATURE_HOP - 1          # features wholly inside the clip
+    assert inside > 20
+    scale = heard[:inside].abs().mean()
+    assert (cached[:inside] - heard[:inside]).abs().max() < 0.02 * scale
+    assert (cached[1:inside] - heard[:inside - 1]).abs().mean() > 0.1 * scale   # one feature off is not
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"model": {"encoder": {"kind": "mel"}}}, "cached_encoder needs model.encoder.kind"),
+    ({"loss": {"distill_weight": 0.5}}, "cached_encoder and loss.distill_weight"),
+])
+def test_cached_encoder_is_refused_where_there_is_no_whisper_output_to_cache(tmp_path, extra, message):
+    from talkmotion.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        cached_encoder_config(tmp_path, **extra)

@@ -69,9 +69,15 @@ def has_split(cfg: DataConfig, split: str) -> bool:
 class ClipSet:
     """Clips of several sources held in memory (audio as int16), sampled by source weight."""
 
-    def __init__(self, cfg: DataConfig, split: str, limit: int | None = None, teacher: TeacherConfig | None = None):
+    def __init__(self, cfg: DataConfig, split: str, limit: int | None = None, teacher: TeacherConfig | None = None,
+                 teacher_is_encoder: bool = False):
         """`teacher`: also give every example its clip's teacher track (distillation targets),
-        computing and caching the tracks that are missing."""
+        computing and caching the tracks that are missing. `teacher_is_encoder`: the tracks are
+        the model's own frozen encoder output (train.cached_encoder), so batches carry them as
+        "encoder_hidden" in place of the encoder's inputs, which are then never computed."""
+        if teacher_is_encoder and teacher is None:
+            raise ValueError("teacher_is_encoder needs a teacher")
+        self.teacher_is_encoder = teacher_is_encoder
         if not cfg.sources:
             raise ClipError("data.sources is empty: name at least one dataset folder")
         self.cfg = cfg
@@ -109,7 +115,7 @@ class ClipSet:
     def batch(self, step: int, rank: int, size: int, dims: ModelDims, seed: int, train: bool = True):
         rng = np.random.default_rng([seed, step, rank, int(train)])
         items = [self._example(rng, dims, train) for _ in range(size)]
-        return collate(items, dims)
+        return collate(items, dims, self.teacher_is_encoder)
 
     def _example(self, rng, dims: ModelDims, train: bool) -> dict:
         s = rng.choice(len(self.sources), p=self.weights)
@@ -177,15 +183,22 @@ def feature_phones(track, first_sample: int, num_samples: int, dims: ModelDims) 
     return track_at(track, first_sample + features.centre(np.arange(count)))
 
 
-def collate(items: list[dict], dims: ModelDims) -> dict:
+def collate(items: list[dict], dims: ModelDims, teacher_is_encoder: bool = False) -> dict:
     """Crops → a batch: "pcm" (B, N), what the encoder reads besides (e.g. "mel"), "labels"
     and "mask" (B, T, C), "phones" (B, J), and with a teacher "teacher" (B, J, width) float16
-    and "teacher_valid" (B, J)."""
+    and "teacher_valid" (B, J). With `teacher_is_encoder`, the teacher features are the
+    encoder's frozen output instead: "encoder_hidden" (B, J, width) float32 replaces both the
+    teacher and the encoder's inputs."""
     audio = np.stack([i["audio"] for i in items])
-    batch = {"pcm": torch.from_numpy(audio), **encoders.batch_inputs(dims.encoder, audio)}
+    batch = {"pcm": torch.from_numpy(audio)}
     for key in ("labels", "mask", "phones", "teacher", "teacher_valid"):
         if key in items[0]:
             batch[key] = torch.from_numpy(np.stack([i[key] for i in items]))
+    if teacher_is_encoder:
+        batch["encoder_hidden"] = batch.pop("teacher").float()
+        del batch["teacher_valid"]
+    else:
+        batch.update(encoders.batch_inputs(dims.encoder, audio))
     return batch
 
 

@@ -109,7 +109,11 @@ class WhisperFront(nn.Module):
 
     # --- whole sequences (training, validation) ---
     def offline(self, batch: dict) -> torch.Tensor:
-        """A batch's Whisper log-mel (B, T_mel, n_mels) → (B, T_mel // 2, d_model)."""
+        """A batch's Whisper log-mel (B, T_mel, n_mels) → (B, T_mel // 2, d_model); or, where
+        training reads the trunk's output from its caches (train.cached_encoder), that
+        output "encoder_hidden" (B, J, width) → (B, J, d_model)."""
+        if "encoder_hidden" in batch:
+            return self.out(batch["encoder_hidden"])
         with torch.no_grad():
             hidden = self.trunk.encode(batch["whisper_mel"])
         return self.out(hidden)
