@@ -2,10 +2,11 @@
 # and are quick when it is already done: the stamp is rebuilt only when its inputs change.
 VENV := .venv
 STAMP := $(VENV)/.setup-stamp
-# The default model's ONNX export is built by set-up from the checkpoint with the code that shapes
-# its graphs (talkmotion/runtime/__init__.py, EXPORT_CODE): a change to either rebuilds it.
+# The embedded models' ONNX exports are built by set-up from their checkpoints with the code that shapes
+# their graphs (talkmotion/runtime/__init__.py, EXPORT_CODE): a change to either rebuilds them.
 SETUP_INPUTS := pyproject.toml scripts/setup.sh talkmotion/assets/__init__.py \
-	talkmotion/assets/default_model.safetensors talkmotion/model.py talkmotion/timing.py \
+	talkmotion/assets/default_model.safetensors talkmotion/assets/quality_model.safetensors \
+	talkmotion/model.py talkmotion/timing.py talkmotion/whisper.py \
 	$(wildcard talkmotion/encoders/*.py talkmotion/runtime/*.py) \
 	$(wildcard talkmotion/web/package*.json talkmotion/web/build.mjs talkmotion/web/src/*)
 

@@ -27,7 +27,7 @@ fi
 echo "setup: installing talkmotion and its extras"
 .venv/bin/pip install -q -e ".[all]"
 
-.venv/bin/python -m talkmotion.assets install   # the face landmarker; the default model exported for ONNX Runtime
+.venv/bin/python -m talkmotion.assets install   # the face landmarker, Whisper, Kokoro; the embedded models exported for ONNX Runtime
 
 # The inference-only install, as `pip install talkmotion[infer]` gives it: no torch. The tests
 # animate, stream and serve from it (tests/test_infer_install.py).

@@ -18,7 +18,7 @@ from .audio import SAMPLE_RATE, SUPPORTED_FPS, AudioError, iter_audio, pcm16_to_
 from .errors import TalkmotionError, UsageError
 from .frames import Frames
 from .postprocess import PostOptions
-from .runtime import add_backend_argument
+from .runtime import add_backend_argument, model_argument_help
 from .stream import Animator
 
 PROGRESS_MIN_SECONDS = 30.0   # show a progress bar for inputs longer than this
@@ -173,8 +173,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--avatar", default=None, help=".glb/.vrm avatar that .glb outputs animate "
                         "(default: the built-in reference head)")
     parser.add_argument("--fps", type=int, default=30, choices=SUPPORTED_FPS, help="output frame rate")
-    parser.add_argument("--model", default=None,
-                        help="an exported model folder or a checkpoint (default: the embedded model)")
+    parser.add_argument("--model", default=None, help=model_argument_help())
     add_backend_argument(parser)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for the model")
     parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="stdin PCM sample rate")

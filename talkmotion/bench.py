@@ -186,7 +186,8 @@ def run_all(model, quick: bool = False, backends=("torch", "onnx"), model_path: 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
+    parser.add_argument("--model", default=None,
+                        help="a checkpoint, or an embedded model's name: default, quality (default: default)")
     parser.add_argument("--quick", action="store_true", help="60 s instead of 10 min for the long stream")
     parser.add_argument("--backend", default="torch,onnx", help="comma-separated: torch,onnx")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")

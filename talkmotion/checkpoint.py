@@ -104,13 +104,14 @@ def _upgrade(header: dict, path: Path) -> dict:
 
 
 def load_checkpoint(path: str | Path | None = None, device: str = "cpu") -> TalkModel:
-    """A model in eval mode from a checkpoint; None loads the embedded default model."""
+    """A model in eval mode from a checkpoint, or an embedded model's by name ("default",
+    "quality"); None loads the default model."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .assets import DEFAULT_MODEL
+    from .assets import checkpoint_path
 
-    path = Path(path) if path is not None else DEFAULT_MODEL
+    path = checkpoint_path(path)
     header = read_header(path)
     try:
         dims = from_dict(ModelDims, header["dims"], f"{path}: dims")

@@ -188,7 +188,7 @@ def _label_style(visemes, clip: Clip):
 
 
 def model_source(spec: str, backend: str = "auto", post: dict | None = None) -> tuple[Source, str, dict]:
-    """`--model PATH` or `--model default`: the model's frames for each clip's audio, its name,
+    """`--model PATH` or an embedded model's name (`--model default`): the model's frames for each clip's audio, its name,
     and the post-processing it ran with: the model's defaults, with `post` {PostOptions field:
     value} (animate's flags) over them.
 
@@ -200,7 +200,7 @@ def model_source(spec: str, backend: str = "auto", post: dict | None = None) -> 
     except ImportError as err:
         raise EvalError(f"--model needs the model code (talkmotion.animate, .runtime): {err}") from err
 
-    model = load_model(None if spec == "default" else spec, backend)
+    model = load_model(spec, backend)
     options = dataclasses.replace(model.post_defaults, **(post or {}))
 
     def predict(clip: Clip) -> np.ndarray:
@@ -468,10 +468,10 @@ def write_figure(path: str | Path, clips: list[Clip], predictions: dict[str, lis
 # --- command line --------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .runtime import add_backend_argument   # here: scoring label sources needs no model code
+    from .runtime import add_backend_argument, model_argument_help   # here: scoring label sources needs no model code
 
     parser.add_argument("data", metavar="DATA", help="dataset folder (clips + manifest*.json)")
-    parser.add_argument("--model", metavar="M", help="checkpoint file, or 'default' for the embedded model")
+    parser.add_argument("--model", metavar="M", help=model_argument_help())
     parser.add_argument("--frames", metavar="DIR", help="folder of frames files named <clip_id>.json")
     add_backend_argument(parser)
     parser.add_argument("--split", help="only clips whose manifest entry has this split (default: all)")

