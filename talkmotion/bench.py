@@ -32,7 +32,7 @@ import torch
 
 from . import encoders
 from .audio import SAMPLE_RATE, load_audio, num_frames, write_wav
-from .runtime import load_model, make_runtime
+from .runtime import load_model, make_runtime, model_argument_help
 from .stream import Animator
 
 CHUNK = SAMPLE_RATE // 50   # 20 ms pushes, as a live source sends them
@@ -186,8 +186,7 @@ def run_all(model, quick: bool = False, backends=("torch", "onnx"), model_path: 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default=None,
-                        help="a checkpoint, or an embedded model's name: default, quality (default: default)")
+    parser.add_argument("--model", default=None, help=model_argument_help("a checkpoint (.safetensors)"))
     parser.add_argument("--quick", action="store_true", help="60 s instead of 10 min for the long stream")
     parser.add_argument("--backend", default="torch,onnx", help="comma-separated: torch,onnx")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")

@@ -152,7 +152,8 @@ class TrainConfig:
             enc = self.model.encoder
             _check(enc.kind == "whisper" and enc.weights == "tiny.en",
                    "cached_encoder needs model.encoder.kind = \"whisper\" with weights = \"tiny.en\" "
-                   f"(the caches are Whisper tiny.en's), got {enc.kind!r}")
+                   f"(the caches are Whisper tiny.en's), got kind {enc.kind!r}"
+                   + (f" with weights {enc.weights!r}" if enc.kind == "whisper" else ""))
             _check(not self.loss.distill_weight, "cached_encoder and loss.distill_weight cannot both be on: "
                    "the caches hold the encoder's own output, so there is nothing to distil")
 

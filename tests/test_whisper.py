@@ -244,6 +244,7 @@ def test_cached_whisper_output_gives_the_features_the_encoder_computes_from_audi
 
 @pytest.mark.parametrize("extra, message", [
     ({"model": {"encoder": {"kind": "mel"}}}, "cached_encoder needs model.encoder.kind"),
+    ({"model": {"encoder": {"kind": "whisper", "weights": "/nowhere"}}}, "got kind 'whisper' with weights '/nowhere'"),
     ({"loss": {"distill_weight": 0.5}}, "cached_encoder and loss.distill_weight"),
 ])
 def test_cached_encoder_is_refused_where_there_is_no_whisper_output_to_cache(tmp_path, extra, message):

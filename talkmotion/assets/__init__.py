@@ -104,10 +104,14 @@ KOKORO_VOCAB = WheelAsset(
 INSTALLED = (LANDMARKER_ASSET, WHISPER_TINY_EN, KOKORO_MODEL, KOKORO_VOICES, KOKORO_VOCAB)
 
 
+def embedded_model(spec: str | Path | None) -> EmbeddedModel | None:
+    """The embedded model a `--model` value names (None: "default"), or None for a path."""
+    return EMBEDDED_MODELS.get("default" if spec is None else str(spec))
+
+
 def checkpoint_path(spec: str | Path | None) -> Path:
-    """The checkpoint a `--model` value names: an embedded model's by its name (None: "default"),
-    or else the path itself."""
-    embedded = EMBEDDED_MODELS.get("default" if spec is None else str(spec))
+    """The checkpoint a `--model` value names: an embedded model's, or else the path itself."""
+    embedded = embedded_model(spec)
     return embedded.checkpoint if embedded is not None else Path(spec)
 
 

@@ -53,11 +53,11 @@ def load_model(path: str | Path | None = None, backend: str = "auto", threads: i
     backend="auto" picks ONNX Runtime for the embedded models and exported folders. threads:
     the model's CPU threads (None: one for ONNX Runtime; PyTorch's process-wide setting untouched).
     """
-    from ..assets import EMBEDDED_MODELS
+    from ..assets import embedded_model
 
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    embedded = EMBEDDED_MODELS.get("default" if path is None else str(path))
+    embedded = embedded_model(path)
     if embedded is not None:
         path = embedded_model_path(embedded, backend)
     path = Path(path)
@@ -84,12 +84,13 @@ def embedded_model_path(embedded, backend: str) -> Path:
     return embedded.checkpoint
 
 
-def model_argument_help() -> str:
-    """The `--model` help text of every command that runs a model."""
+def model_argument_help(others: str = "an exported model folder or a checkpoint") -> str:
+    """The `--model` help text of every command that takes a model: the embedded models by name,
+    then `others`, what else the command takes."""
     from ..assets import EMBEDDED_MODELS
 
     names = ", ".join(f"'{m.name}' ({m.about})" for m in EMBEDDED_MODELS.values())
-    return f"an embedded model, {names}; or an exported model folder or a checkpoint (default: 'default')"
+    return f"an embedded model, {names}; or {others} (default: 'default')"
 
 
 def make_runtime(model, backend: str = "torch", threads: int | None = None):

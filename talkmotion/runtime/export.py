@@ -158,10 +158,11 @@ CHECK_TOLERANCE = 1e-3   # ONNX Runtime's frames may differ from PyTorch's by fl
 
 
 def add_arguments(parser) -> None:
+    from . import model_argument_help
+
     parser.add_argument("-o", "--out", required=True,
                         help="output folder (model.json, encode.onnx, decode.onnx, frame.onnx)")
-    parser.add_argument("--model", default=None,
-                        help="a checkpoint, or an embedded model's name: default, quality (default: default)")
+    parser.add_argument("--model", default=None, help=model_argument_help("a checkpoint (.safetensors)"))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing exported model folder")
     parser.add_argument("--external-data", action="store_true",
                         help="keep large weights in files beside the graphs (<graph>.onnx.data); "
