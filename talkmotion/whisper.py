@@ -260,10 +260,10 @@ class WhisperEncoder(nn.Module):
     def forward(self, mel: torch.Tensor, state: list[torch.Tensor]):
         """mel (B, 2m, N_MELS) normalised log-mel frames 2j..2j+2m-1 → features (B, m, W), next state."""
         mel_history, conv_history, kv, kv_valid, position = state
-        frames = torch.cat([mel_history, mel], dim=1).transpose(1, 2)            # (B, N_MELS, 2m+2)
-        conv1 = F.gelu(self.conv1(frames))                                       # (B, W, 2m): c_2j-1 .. c_2j+2m-2
-        taps = torch.cat([conv_history.transpose(1, 2), conv1], dim=2)           # (B, W, 2m+1)
-        x = F.gelu(self.conv2(taps)).transpose(1, 2)                             # (B, m, W)
+        frames = torch.cat([mel_history, mel], dim=1)                             # (B, 2m+2, N_MELS)
+        conv1 = F.gelu(_conv_as_matmul(frames, self.conv1, stride=1))            # (B, 2m, W): c_2j-1 .. c_2j+2m-2
+        taps = torch.cat([conv_history, conv1], dim=1)                           # (B, 2m+1, W)
+        x = F.gelu(_conv_as_matmul(taps, self.conv2, stride=CONV_STRIDE))       # (B, m, W)
         m = x.shape[1]
         index = (position[:, None] + torch.arange(m, device=x.device)) % MAX_POSITIONS
         x = x + self.positions[index]
@@ -274,7 +274,7 @@ class WhisperEncoder(nn.Module):
         for n, block in enumerate(self.blocks):
             x, fresh = block(x, kv[n], bias)
             new_kv.append(torch.cat([kv[n], fresh], dim=3)[:, :, :, -keep:])
-        state = [mel[:, -2:], conv1[:, :, -1:].transpose(1, 2), torch.stack(new_kv), valid[:, -keep:], position + m]
+        state = [mel[:, -2:], conv1[:, -1:], torch.stack(new_kv), valid[:, -keep:], position + m]
         return x, state
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
@@ -282,6 +282,17 @@ class WhisperEncoder(nn.Module):
         numbers as streaming them."""
         mel = mel[:, : mel.shape[1] // CONV_STRIDE * CONV_STRIDE]
         return self(mel, self.initial_state(mel.shape[0]))[0]
+
+
+def _conv_as_matmul(x: torch.Tensor, conv: nn.Conv1d, stride: int) -> torch.Tensor:
+    """A kernel-3 Conv1d without padding over time-major x (B, T, C) → (B, (T - 3) // stride + 1, C_out):
+    the three taps side by side times the kernel as one matrix. The same sums as the Conv1d,
+    but an exported graph then holds a MatMul with a constant weight, which 8-bit export
+    quantizes (runtime/quantize.py), and no transposes."""
+    n = (x.shape[1] - 3) // stride + 1
+    taps = torch.cat([x[:, k:k + stride * (n - 1) + 1:stride] for k in range(3)], dim=2)   # (B, n, 3C)
+    weight = conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1)                  # (C_out, 3C): tap-major
+    return F.linear(taps, weight, conv.bias)
 
 
 def _causal_window_bias(valid: torch.Tensor, m: int, window: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ from talkmotion.assets import EMBEDDED_MODELS, SAMPLE_SPEECH, export_is_current
 from talkmotion.audio import load_audio
 from talkmotion.checkpoint import read_header
 from talkmotion.runtime import load_model
+from talkmotion.runtime.export import CHECK_TOLERANCE_INT8
 
 pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
 
@@ -112,9 +113,11 @@ def test_frame_level_lip_sync_on_unseen_voices_beats_the_energy_jaw(name, unseen
     assert ours["openness_corr"] >= 0.65
     assert ours["silence_closure"] >= 0.9
     assert abs(ours["lag_ms"]) <= 34
-    torch_predict = model_source(name, "torch")[0]    # `eval --backend torch` scores the same frames
-    for clip in unseen_voices[:2]:
-        np.testing.assert_allclose(torch_predict(clip), predict(clip), atol=1e-3)
+    torch_predict = model_source(name, "torch")[0]    # `eval --backend torch` scores the same frames,
+    for clip in unseen_voices[:2]:                   # but for the rounding of an 8-bit export
+        diff = np.abs(torch_predict(clip) - predict(clip))
+        assert diff.max() < (CHECK_TOLERANCE_INT8 if EMBEDDED_MODELS[name].int8 else 1e-3)
+        assert diff.mean() < 2e-3
 
 
 def test_the_head_does_not_drift_over_minutes_of_speech(model, unseen_voices):

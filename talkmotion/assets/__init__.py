@@ -18,8 +18,8 @@ Built by set-up from the committed checkpoints, never committed either:
   default_model/              the default model exported for ONNX Runtime, what `animate` runs by
                               default without torch; rebuilt when the checkpoint or the code that
                               shapes the exported graphs changes
-  quality_model/              the same for the quality model (its graph holds Whisper's weights,
-                              read from whisper-tiny.en/ at set-up)
+  quality_model/              the same for the quality model (its graphs hold Whisper's weights,
+                              read from whisper-tiny.en/ at set-up, in 8 bits: EmbeddedModel.int8)
 """
 
 from __future__ import annotations
@@ -50,12 +50,13 @@ class EmbeddedModel:
     checkpoint: Path
     export: Path
     about: str             # one line for help texts
+    int8: bool = False     # its export keeps large weight matrices in 8 bits (runtime/quantize.py)
 
 
 EMBEDDED_MODELS = {m.name: m for m in (
     EmbeddedModel("default", DEFAULT_MODEL, DEFAULT_EXPORT, "small and fast: streams on one thread"),
     EmbeddedModel("quality", QUALITY_MODEL, QUALITY_EXPORT,
-                  "hears speech through Whisper tiny.en's encoder: better on real voices, slower"),
+                  "hears speech through Whisper tiny.en's encoder: better on real voices, slower", int8=True),
 )}
 
 
@@ -196,13 +197,15 @@ def export_is_current(model: EmbeddedModel = EMBEDDED_MODELS["default"]) -> bool
     import json
 
     from ..runtime import export_fingerprint
+    from ..runtime.quantize import FLOAT_WEIGHTS, HEADER_VALUE
 
     try:
         header = json.loads((model.export / "model.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (header.get("checkpoint_sha256") == sha256(model.checkpoint)
-            and header.get("code") == export_fingerprint())
+            and header.get("code") == export_fingerprint()
+            and header.get("weights") == (HEADER_VALUE if model.int8 else FLOAT_WEIGHTS))
 
 
 def install_export(model: EmbeddedModel = EMBEDDED_MODELS["default"]) -> Path:
@@ -212,7 +215,8 @@ def install_export(model: EmbeddedModel = EMBEDDED_MODELS["default"]) -> Path:
     from ..checkpoint import load_checkpoint
     from ..runtime.export import export
 
-    return export(load_checkpoint(model.checkpoint), model.export, overwrite=True, checkpoint=model.checkpoint)
+    return export(load_checkpoint(model.checkpoint), model.export, overwrite=True, checkpoint=model.checkpoint,
+                  int8=model.int8)
 
 
 def main(argv=None) -> int:

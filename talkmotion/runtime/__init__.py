@@ -111,7 +111,8 @@ def make_runtime(model, backend: str = "torch", threads: int | None = None):
 
 # The code that shapes an exported model's graphs: an export made by other code is stale.
 EXPORT_CODE = ("model.py", "timing.py", "encoders/__init__.py", "encoders/mel.py", "encoders/whisper.py",
-               "whisper.py", "runtime/torch_runtime.py", "runtime/export.py", "runtime/onnx_runtime.py")
+               "whisper.py", "runtime/torch_runtime.py", "runtime/export.py", "runtime/onnx_runtime.py",
+               "runtime/quantize.py")
 
 
 def export_fingerprint() -> str:

@@ -3,7 +3,8 @@
 The exported model (written by `talkmotion export`, see runtime/export.py) is a folder:
   model.json    the header: name, dims, label spec, predicted channels, post-processing
                 defaults, stream timing, the streaming source's spec, each graph's state
-                with its initial value
+                with its initial value, and "weights": "float32", or "int8-dynamic" where
+                the large matrices are 8-bit (runtime/quantize.py)
   encode.onnx   source, <encoder state> → new_kv, new_q, next_<encoder state>
   decode.onnx   new_kv, new_q, hidden, window_kv, window_valid, cache, cache_valid, newest_q →
                 frames, next_window_kv, next_window_valid, next_cache, next_cache_valid, next_newest_q
