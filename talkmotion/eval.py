@@ -84,11 +84,13 @@ NOISE_SNR_RANGE_DB = (-20.0, 80.0)   # from noise drowning the voice to noise be
 BOOTSTRAP_ROUNDS = 1000     # resamplings of the clips behind each AUC-gap interval
 
 
-def degraded(clips: list[Clip], noise_snr_db: float | None = None, reverb_s: float | None = None) -> list[Clip]:
-    """The clips as a room and a microphone would deliver them: a synthetic room with
-    RT60 `reverb_s`, then coloured noise `noise_snr_db` dB below the speech. Labels and
-    timings are unchanged, so every source is judged against the same reference. Each
-    clip's room and noise are seeded by its id: reruns hear the same audio.
+def degraded(clips: list[Clip], noise_snr_db: float | None = None, reverb_s: float | None = None,
+             telephone: bool = False) -> list[Clip]:
+    """The clips as a room, a microphone and a line would deliver them: a synthetic room
+    with RT60 `reverb_s`, then coloured noise `noise_snr_db` dB below the speech, then
+    (`telephone`) a phone line's band and 8-bit mu-law samples. Labels and timings are
+    unchanged, so every source is judged against the same reference. Each clip's room and
+    noise are seeded by its id: reruns hear the same audio.
     """
     from .data import augment
 
@@ -105,6 +107,8 @@ def degraded(clips: list[Clip], noise_snr_db: float | None = None, reverb_s: flo
             audio = augment.reverb(audio, rng, reverb_s)
         if noise_snr_db is not None:
             audio = augment.add_noise(audio, rng, noise_snr_db)
+        if telephone:
+            audio = augment.telephone(audio)
         out.append(dataclasses.replace(clip, audio=np.clip(audio, -1.0, 1.0).astype(np.float32)))
     return out
 
@@ -486,6 +490,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="listen through coloured noise DB decibels below the speech (e.g. 20)")
     parser.add_argument("--reverb", type=float, metavar="RT60",
                         help="listen through a synthetic room with this reverberation time in seconds (e.g. 0.4)")
+    parser.add_argument("--telephone", action="store_true",
+                        help="listen through a phone line: 300-3400 Hz, 8 kHz, 8-bit mu-law (after any room and noise)")
     from .postprocess import add_arguments as add_post_arguments
 
     add_post_arguments(parser)     # for --model: animate's post-processing flags (default: the model's)
@@ -498,7 +504,7 @@ def run(args: argparse.Namespace) -> int:
         raise EvalError(f"--figure-clips must be 0 (no figure) or more, got {args.figure_clips}")
     out = Path(args.out)
     check_output(out / "report.json")     # before minutes of scoring, not after
-    clips = degraded(load_clips(args.data, args.split, args.limit), args.noise_snr, args.reverb)
+    clips = degraded(load_clips(args.data, args.split, args.limit), args.noise_snr, args.reverb, args.telephone)
     sources: dict[str, Source] = {}
     names = {}
     post = None
@@ -514,7 +520,8 @@ def run(args: argparse.Namespace) -> int:
     if args.by:
         report["groups"] = {args.by: group_summaries(clips, predictions, args.by, thresholds)}
     report.update({"data": str(args.data), "split": args.split, "limit": args.limit, "source_names": names,
-                   "listening": {"noise_snr_db": args.noise_snr, "reverb_rt60_s": args.reverb},
+                   "listening": {"noise_snr_db": args.noise_snr, "reverb_rt60_s": args.reverb,
+                                 "telephone": args.telephone},
                    "post": post})
     write_json(out / "report.json", report)
     written = [out / "report.json"]

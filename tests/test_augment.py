@@ -182,3 +182,22 @@ def test_clip_with_bad_phoneme_timings_is_refused_by_name(tmp_path, timing, mess
     assert load_clip(good).phone_track is not None
     with pytest.raises(ClipError, match=f"{bad}: bad phoneme timings.*{message}"):
         load_clip(bad)
+
+
+def test_a_phone_line_keeps_its_band_and_256_levels_at_the_same_loudness():
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(SAMPLE_RATE) * 0.1).astype(np.float32)       # white: every frequency
+    line = aug.telephone(audio)
+    assert line.shape == audio.shape and line.dtype == np.float32 and np.isfinite(line).all()
+    assert np.sqrt(np.mean(line ** 2)) == pytest.approx(np.sqrt(np.mean(audio ** 2)), rel=0.05)
+    power = np.abs(np.fft.rfft(line)) ** 2
+    hz = np.fft.rfftfreq(line.size, 1 / SAMPLE_RATE)
+    in_band = power[(hz > 500) & (hz < 3000)].mean()
+    assert power[hz > 4200].mean() < 1e-3 * in_band          # nothing above the line's Nyquist
+    assert power[hz < 100].mean() < 1e-2 * in_band           # nor the hum band
+    coded = aug.mu_law_8bit(np.linspace(-1, 1, 100_001))
+    assert len(np.unique(coded)) == 256
+    steps = np.diff(np.unique(coded))
+    assert steps[127] < steps[0] / 50                        # fine near zero, coarse at full scale
+    quiet = np.linspace(-0.01, 0.01, 101)
+    assert np.abs(aug.mu_law_8bit(quiet) - quiet).max() < 3e-4

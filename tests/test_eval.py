@@ -241,4 +241,12 @@ def test_degraded_listening_is_seeded_and_hurts_the_energy_jaw_not_the_reference
             ev.degraded(clips, noise_snr_db=bad)
     out = tmp_path / "noisy"
     assert main(["eval", str(dataset), "--noise-snr", "15", "--out", str(out)]) == 0
-    assert json.loads((out / "report.json").read_text())["listening"] == {"noise_snr_db": 15.0, "reverb_rt60_s": None}
+    assert json.loads((out / "report.json").read_text())["listening"] == {"noise_snr_db": 15.0, "reverb_rt60_s": None,
+                                                                          "telephone": False}
+    out = tmp_path / "phone"
+    assert main(["eval", str(dataset), "--telephone", "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["listening"]["telephone"] is True
+    on_the_line = ev.degraded(clips, telephone=True)
+    for clip, heard in zip(clips, on_the_line):
+        assert heard.audio.shape == clip.audio.shape and not np.allclose(heard.audio, clip.audio)
+        np.testing.assert_array_equal(heard.labels, clip.labels)

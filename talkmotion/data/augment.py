@@ -224,6 +224,27 @@ def band_limit(audio):
     return sosfilt(sos, audio).astype(np.float32)
 
 
+TELEPHONE_RATE = 8000          # a digital phone line's sample rate (ITU-T G.711)
+MU = 255                       # G.711 mu-law's compression constant
+
+
+def telephone(audio):
+    """Through a phone line: the 300-3400 Hz band, 8 kHz samples, each as 8-bit mu-law, then
+    back at the model's rate. Band and companding noise together, as a call delivers speech."""
+    narrow = resample_poly(band_limit(audio), TELEPHONE_RATE, SAMPLE_RATE)
+    peak = float(np.max(np.abs(narrow))) or 1.0
+    line = mu_law_8bit(narrow / peak) * peak                     # the line's full scale at the loudest sample
+    return match_level(resample_poly(line, SAMPLE_RATE, TELEPHONE_RATE)[: audio.size].astype(np.float32), audio)
+
+
+def mu_law_8bit(x):
+    """x in [-1, 1] → its value after 8-bit mu-law coding and decoding (256 levels, finer near 0)."""
+    compressed = np.sign(x) * np.log1p(MU * np.abs(x)) / np.log1p(MU)
+    code = np.round((np.clip(compressed, -1, 1) + 1) * 127.5)        # 0..255
+    compressed = code / 127.5 - 1
+    return np.sign(compressed) * np.expm1(np.abs(compressed) * np.log1p(MU)) / MU
+
+
 def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig, phones=None):
     """Random chain of the above; returns (audio, labels, mask, phones, played).
 
