@@ -37,6 +37,7 @@ from . import labels
 from .checkpoint import (load_checkpoint, load_training_state, optimizer_state, optimizer_tensors,
                          save_checkpoint, save_training_state)
 from .config import ConfigError, load as load_config, to_dict
+from .data.augment import HEARING_PROBS
 from .data.dataset import ClipSet, DataConfig, StepBatches, has_split, whole_clip_batch
 from .data.phonemes import NO_PHONE, PHONE_CLASSES
 from .data.teacher import TeacherConfig
@@ -132,8 +133,12 @@ class TrainConfig:
     checkpoint_every: int = 500
     cached_encoder: bool = False    # a frozen "whisper" encoder's output is read from per-clip caches of
                                     # the clean clip (data/teacher.py) instead of computed every step:
-                                    # the trunk runs once per clip, not per crop; only speed changes
-                                    # among the augmentations reach what the model hears
+                                    # the trunk runs once per clip, not per crop; speed changes reach
+                                    # what the model hears, the other augmentations only as hearings:
+    cached_hearings: int = 0        # with cached_encoder: also cache the output for this many degraded
+                                    # hearings of each clip (data.augment's timing-keeping transforms:
+                                    # voice, room, microphone, line), and read a random one of them or
+                                    # the clean clip's for each crop
     init: str = ""                  # fine-tune from this checkpoint (its dims win)
     export: str = ""                # also write the final EMA model here (never over a file, unless...)
     export_overwrite: bool = False  # ...this is set: replacing a shipped model is a deliberate act
@@ -156,12 +161,20 @@ class TrainConfig:
                    + (f" with weights {enc.weights!r}" if enc.kind == "whisper" else ""))
             _check(not self.loss.distill_weight, "cached_encoder and loss.distill_weight cannot both be on: "
                    "the caches hold the encoder's own output, so there is nothing to distil")
+            _check(self.cached_hearings or not self.data.augment.changes_hearing,
+                   "with cached_encoder, data.augment's transforms that keep the timing ("
+                   + ", ".join(HEARING_PROBS) + ") reach the model only through cached_hearings: "
+                   "set cached_hearings, or those probabilities to 0")
+        _check(self.cached_hearings >= 0, f"cached_hearings must be 0 or more, got {self.cached_hearings}")
+        _check(not self.cached_hearings or (self.cached_encoder and self.data.augment.changes_hearing),
+               "cached_hearings needs cached_encoder and data.augment settings that change what is heard")
 
     def encoder_cache(self) -> TeacherConfig | None:
         """The per-clip caches training reads: the frozen encoder's output (cached_encoder) or
         the distillation teacher's; None when neither is on."""
         if self.cached_encoder:
-            return TeacherConfig(self.model.encoder.layers, self.model.encoder.window)
+            return TeacherConfig(self.model.encoder.layers, self.model.encoder.window, self.cached_hearings,
+                                 self.data.augment if self.cached_hearings else None)
         if self.loss.distill_weight:
             return TeacherConfig(self.loss.distill_layers, self.loss.distill_window)
         return None
@@ -306,7 +319,7 @@ class Trainer:
         validating = data.max_val_clips > 0 and has_split(data, data.val_split)
         self.val_set = ClipSet(data, data.val_split, data.max_val_clips) if validating else None
         self.model = self._fine_tune_start(cfg.init) if cfg.init else self._new_model()
-        tracks = [t for source in self.train_set.tracks for t in source]
+        tracks = [heard[0] for source in self.train_set.tracks for heard in source]     # the clean clips
         self.objective = Objective(self.model, cfg, tracks)
         if world > 1:   # every gradient averaged; DDP starts every rank from rank 0's weights
             from torch.nn.parallel import DistributedDataParallel

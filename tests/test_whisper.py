@@ -1,6 +1,8 @@
 """Our Whisper encoder module: weights read from CTranslate2's file match CTranslate2's own
 output; the transformers path loads the same module; streaming equals offline; bad files."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -202,7 +204,7 @@ def test_a_whisper_checkpoint_holds_no_whisper_weights(tmp_path):
 
 # --- training on cached Whisper output (train.cached_encoder) -------------------------------
 
-def cached_encoder_config(tmp_path, **extra):
+def cached_encoder_config(tmp_path, augment: dict | None = None, **extra):
     import json
 
     from conftest import TINY, make_dataset
@@ -212,7 +214,7 @@ def cached_encoder_config(tmp_path, **extra):
     data = make_dataset(tmp_path / "d", count=2, seconds=1.0, val=1)     # one training clip
     cfg = {"out_dir": str(tmp_path / "run"), "cached_encoder": True,
            "model": {**TINY, "encoder": {"kind": "whisper", "layers": 2, "window": 64}},
-           "data": {"sources": [{"path": str(data)}], "crop_seconds": 1.5, "augment": {"enabled": False},
+           "data": {"sources": [{"path": str(data)}], "crop_seconds": 1.5, "augment": augment or {"enabled": False},
                     "workers": 0, "max_val_clips": 0},
            "optim": {"steps": 2, "batch_size": 2}, **extra}
     (tmp_path / "c.json").write_text(json.dumps(cfg))
@@ -248,6 +250,66 @@ def test_cached_whisper_output_gives_the_features_the_encoder_computes_from_audi
     ({"loss": {"distill_weight": 0.5}}, "cached_encoder and loss.distill_weight"),
 ])
 def test_cached_encoder_is_refused_where_there_is_no_whisper_output_to_cache(tmp_path, extra, message):
+    from talkmotion.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        cached_encoder_config(tmp_path, **extra)
+
+
+HEARD = {"enabled": True, "speed_prob": 0.0, "noise_prob": 1.0, "noise_snr_db": [5.0, 10.0], "reverb_prob": 0.5,
+         "eq_prob": 0.0, "band_limit_prob": 0.0, "telephone_prob": 0.5}
+
+
+@needs_weights
+def test_cached_hearings_give_the_features_of_degraded_copies_and_crops_read_them_all(tmp_path):
+    """cached_hearings = 2: each clip's encoder output is cached for the clean clip and two
+    degraded hearings of it (seeded by the clip: a rerun reads the same files), each the
+    encoder's output for that hearing's audio; training crops draw from all three and
+    validation from the clean one."""
+    from talkmotion.data import teacher
+    from talkmotion.train import Trainer
+
+    cfg = cached_encoder_config(tmp_path, HEARD, cached_hearings=2)
+    trainer = Trainer(cfg)
+    clip, spec = trainer.train_set.clips[0], cfg.encoder_cache()
+    clean, *hearings = trainer.train_set.tracks[0][0]
+    assert len(hearings) == 2
+    for n, track in enumerate(hearings, start=1):
+        path = teacher.track_path(cfg.data.sources[0].path, clip.id, spec, n)
+        assert path.parent.name.startswith("heard-") and path.is_file()
+        want = teacher.compute_track(teacher.heard_audio(clip, spec, n), spec)
+        np.testing.assert_array_equal(np.asarray(track), want)            # the degraded audio's features
+        assert np.abs(np.asarray(track, np.float32) - np.asarray(clean, np.float32)).mean() > 0.05
+    np.testing.assert_array_equal(teacher.heard_audio(clip, spec, 1), teacher.heard_audio(clip, spec, 1))
+    assert not np.allclose(teacher.heard_audio(clip, spec, 1), teacher.heard_audio(clip, spec, 2))
+    other = TeacherConfig_with(spec, noise_snr_db=(20.0, 30.0))
+    assert other.hearing_folder != spec.hearing_folder                     # other settings, other caches
+    first = {}
+    for step in range(12):
+        hidden = trainer.train_set.batch(step, 0, 2, trainer.model.dims, 0)["encoder_hidden"]
+        for row in hidden[:, 5]:                                           # a feature inside every crop
+            first[min(range(3), key=lambda n: nearest_feature(row, (clean, *hearings)[n]))] = True
+    assert set(first) == {0, 1, 2}
+    val = trainer.train_set.batch(0, 0, 2, trainer.model.dims, 0, train=False)["encoder_hidden"]
+    assert all(nearest_feature(row, clean) < 1e-3 for row in val[:, 5])
+
+
+def TeacherConfig_with(spec, **augment_changes):
+    return dataclasses.replace(spec, hearing=dataclasses.replace(spec.hearing, **augment_changes))
+
+
+def nearest_feature(row: torch.Tensor, track) -> float:
+    """How far `row` is from the closest feature of `track` (mean absolute difference)."""
+    return float(torch.from_numpy(np.asarray(track, np.float32)).sub(row).abs().mean(1).min())
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"cached_hearings": 2, "cached_encoder": False}, "cached_hearings needs cached_encoder"),
+    ({"cached_hearings": 2}, "cached_hearings needs cached_encoder and data.augment settings"),
+    ({"cached_hearings": -1}, "cached_hearings must be 0 or more"),
+    ({"augment": {"noise_prob": 0.5, "speed_prob": 0.8}}, "reach the model only through cached_hearings"),
+])
+def test_hearings_that_could_not_reach_the_model_are_refused(tmp_path, extra, message):
     from talkmotion.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):

@@ -12,7 +12,7 @@ it stretches). All are pure functions of their inputs and a numpy Generator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from scipy.signal import fftconvolve, lfilter, resample_poly
@@ -43,6 +43,7 @@ class AugmentConfig:
     tempo_range: tuple[float, float] = (0.8, 1.25)
     whisper_prob: float = 0.0                         # voicing replaced by breath noise, envelope kept:
     whisper_mix: tuple[float, float] = (0.4, 1.0)     # ...this share of it (below 1: a breathy voice)
+    telephone_prob: float = 0.0                       # a phone line: its band, 8 kHz, 8-bit mu-law
 
     def __post_init__(self):
         for name in ("speed_range", "tempo_range"):
@@ -60,6 +61,21 @@ class AugmentConfig:
         for f in fields(self):
             if f.name.endswith("_prob") and not 0 <= getattr(self, f.name) <= 1:
                 raise ConfigError(f"data.augment.{f.name} must be between 0 and 1, got {getattr(self, f.name)}")
+
+    @property
+    def changes_hearing(self) -> bool:
+        """Whether any transform that keeps the timing (`hearing`) can happen."""
+        return self.enabled and any(getattr(self, name) for name in HEARING_PROBS)
+
+    def retiming_only(self) -> "AugmentConfig":
+        """These settings without the transforms `hearing` applies (speed and tempo stay)."""
+        return replace(self, gain_db=(0.0, 0.0), **{name: 0.0 for name in HEARING_PROBS})
+
+
+# The transforms that keep the timing, applied by `hearing`: what a voice, a room, a microphone
+# or a line does to speech. A frozen encoder's output can be cached for such a hearing of a clip.
+HEARING_PROBS = ("pitch_prob", "whisper_prob", "eq_prob", "timbre_prob", "band_limit_prob", "telephone_prob",
+                 "reverb_prob", "noise_prob")
 
 
 WSOLA_FRAME = 512         # 32 ms at 16 kHz: two pitch periods of a low voice
@@ -265,6 +281,11 @@ def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig, p
         played *= factor
     if phones is not None and played != 1.0:
         phones = retime_track(phones, played, audio.size)
+    return hearing(audio, rng, cfg), labels, mask, phones, played
+
+
+def hearing(audio, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """The transforms of `augment` that keep the timing (HEARING_PROBS), then the level."""
     if cfg.pitch_prob and rng.random() < cfg.pitch_prob:
         audio = pitch_shift(audio, rng.uniform(*cfg.pitch_semitones))
     if cfg.whisper_prob and rng.random() < cfg.whisper_prob:
@@ -275,10 +296,12 @@ def augment(audio, labels, mask, rng: np.random.Generator, cfg: AugmentConfig, p
         audio = timbre_eq(audio, rng, cfg.timbre_db)
     if rng.random() < cfg.band_limit_prob:
         audio = band_limit(audio)
+    if cfg.telephone_prob and rng.random() < cfg.telephone_prob:
+        audio = telephone(audio)
     if rng.random() < cfg.reverb_prob:
         audio = reverb(audio, rng, rng.uniform(*cfg.reverb_rt60_s))
     if rng.random() < cfg.noise_prob:
         audio = add_noise(audio, rng, rng.uniform(*cfg.noise_snr_db))
     peak = float(np.max(np.abs(audio))) + 1e-8
     audio = audio / peak * min(1.0, 10 ** (rng.uniform(*cfg.gain_db) / 20))
-    return audio.astype(np.float32), labels, mask, phones, played
+    return audio.astype(np.float32)

@@ -83,7 +83,9 @@ class ClipSet:
         self.cfg = cfg
         self.ignore = labels.indices(cfg.ignore_channels)
         self.sources: list[list[Clip]] = []
-        self.tracks: list[list[np.ndarray]] = []      # per source and clip, with a teacher
+        self.tracks: list[list[list[np.ndarray]]] = []    # per source, clip and hearing, with a teacher
+        # a cached encoder's degraded hearings are cached: crops then only change timing
+        self.augment = cfg.augment.retiming_only() if teacher_is_encoder else cfg.augment
         weights = []
         for src in cfg.sources:
             entries = [e for e in read_dataset(src.path).values() if e.get("split", "train") == split]
@@ -123,12 +125,14 @@ class ClipSet:
         clip = self.sources[s][k]
         audio, lab, msk, phones, played = clip.audio, clip.labels, clip.mask.copy(), clip.phone_track, 1.0
         if train:
-            audio, lab, msk, phones, played = augment(audio, lab, msk, rng, self.cfg.augment, phones)
+            audio, lab, msk, phones, played = augment(audio, lab, msk, rng, self.augment, phones)
         msk[:, self.ignore] = False
         example = crop(audio, lab, msk, rng, dims, self.cfg.crop_seconds, phones)
-        if self.tracks:     # the teacher heard the clean clip: read it where each crop feature sits
+        if self.tracks:     # read where each crop feature sits: the clean clip's, or one hearing of it
+            heard = self.tracks[s][k]
+            track = heard[int(rng.integers(len(heard)))] if len(heard) > 1 and train else heard[0]
             times = (example["first_sample"] + example["feature_centres"]) * played
-            example["teacher"], example["teacher_valid"] = teacher_track_at(self.tracks[s][k], times)
+            example["teacher"], example["teacher_valid"] = teacher_track_at(track, times)
         return example
 
 
@@ -211,11 +215,13 @@ def whole_clip_batch(clip: Clip, dims: ModelDims):
                      "phones": feature_phones(clip.phone_track, 0, need, dims)}], dims)
 
 
-def teacher_tracks(root: str, clips: list[Clip], cfg: TeacherConfig) -> list[np.ndarray]:
-    """Every clip's teacher track, computing (with a progress bar) those not cached yet."""
+def teacher_tracks(root: str, clips: list[Clip], cfg: TeacherConfig) -> list[list[np.ndarray]]:
+    """Every clip's teacher tracks, the clean one then its `cfg.hearings` degraded ones,
+    computing (with a progress bar) those not cached yet."""
     from tqdm import tqdm
 
-    missing = [c for c in clips if not track_path(root, c.id, cfg).exists()]
-    for clip in tqdm(missing, desc=f"teacher {cfg.name}: {root}", unit="clip", disable=not missing):
-        load_track(root, clip, cfg)
-    return [load_track(root, c, cfg) for c in clips]
+    heard = range(1 + cfg.hearings)
+    missing = [(c, n) for c in clips for n in heard if not track_path(root, c.id, cfg, n).exists()]
+    for clip, n in tqdm(missing, desc=f"teacher {cfg.name}: {root}", unit="track", disable=not missing):
+        load_track(root, clip, cfg, n)
+    return [[load_track(root, c, cfg, n) for n in heard] for c in clips]
