@@ -87,3 +87,17 @@ def test_set_up_rebuilds_an_export_whose_weights_are_not_the_embedded_models(tmp
     install_export(quality)
     assert export_is_current(quality)
     assert json.loads((quality.export / "model.json").read_text())["weights"] == "int8-dynamic"
+
+
+@pytest.mark.slow
+@needs_weights
+def test_set_up_removes_an_int8_export_that_strays_from_pytorch(tmp_path, monkeypatch):
+    """8-bit kernels differ between CPUs, so set-up checks the export it built on this one."""
+    from talkmotion.assets import install_export
+    from talkmotion.runtime import export as export_module
+
+    quality = replace(EMBEDDED_MODELS["quality"], export=tmp_path / "quality_model")
+    monkeypatch.setattr(export_module, "CHECK_TOLERANCE_INT8", 1e-6)    # as if this CPU's kernels saturated
+    with pytest.raises(ExportError, match=r"differs from PyTorch by .* \(more than 1e-06\)"):
+        install_export(quality)
+    assert not quality.export.exists() and not export_is_current(quality)

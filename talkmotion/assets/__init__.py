@@ -25,6 +25,7 @@ Built by set-up from the committed checkpoints, never committed either:
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -213,10 +214,18 @@ def install_export(model: EmbeddedModel = EMBEDDED_MODELS["default"]) -> Path:
     if export_is_current(model):
         return model.export
     from ..checkpoint import load_checkpoint
-    from ..runtime.export import export
+    from ..runtime import ExportError
+    from ..runtime.export import check_export, export
 
-    return export(load_checkpoint(model.checkpoint), model.export, overwrite=True, checkpoint=model.checkpoint,
-                  int8=model.int8)
+    network = load_checkpoint(model.checkpoint)
+    out = export(network, model.export, overwrite=True, checkpoint=model.checkpoint, int8=model.int8)
+    if model.int8:      # 8-bit kernels differ between CPUs: check this machine's against PyTorch
+        try:
+            check_export(network, out, int8=True)
+        except ExportError:
+            shutil.rmtree(out)          # never left behind to pass for a current export
+            raise
+    return out
 
 
 def main(argv=None) -> int:
