@@ -192,9 +192,9 @@ def _label_style(visemes, clip: Clip):
 
 
 def model_source(spec: str, backend: str = "auto", post: dict | None = None) -> tuple[Source, str, dict]:
-    """`--model PATH` or an embedded model's name (`--model default`): the model's frames for each clip's audio, its name,
-    and the post-processing it ran with: the model's defaults, with `post` {PostOptions field:
-    value} (animate's flags) over them.
+    """`--model PATH` or an embedded model's name (`--model default`): the model's frames for
+    each clip's audio, its name, and the post-processing it ran with: the model's defaults,
+    with `post` {PostOptions field: value} (animate's flags) over them.
 
     One runtime (`backend`) serves every clip, so the step is traced or exported once.
     """

@@ -198,7 +198,7 @@ def export_is_current(model: EmbeddedModel = EMBEDDED_MODELS["default"]) -> bool
     import json
 
     from ..runtime import export_fingerprint
-    from ..runtime.quantize import FLOAT_WEIGHTS, HEADER_VALUE
+    from ..runtime.quantize import FLOAT_WEIGHTS, INT8_WEIGHTS
 
     try:
         header = json.loads((model.export / "model.json").read_text(encoding="utf-8"))
@@ -206,7 +206,7 @@ def export_is_current(model: EmbeddedModel = EMBEDDED_MODELS["default"]) -> bool
         return False
     return (header.get("checkpoint_sha256") == sha256(model.checkpoint)
             and header.get("code") == export_fingerprint()
-            and header.get("weights") == (HEADER_VALUE if model.int8 else FLOAT_WEIGHTS))
+            and header.get("weights") == (INT8_WEIGHTS if model.int8 else FLOAT_WEIGHTS))
 
 
 def install_export(model: EmbeddedModel = EMBEDDED_MODELS["default"]) -> Path:

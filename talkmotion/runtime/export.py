@@ -101,12 +101,12 @@ def export(model, out_dir: str | Path, overwrite: bool = False, external_data: b
     if external_data:   # large weights: the frame graph would store them a second time
         del graphs["frame"], header["graphs"]["frame"]
     if int8:
-        from .quantize import HEADER_VALUE, QUANTIZED_GRAPHS, quantize_graph   # needs the onnx package
+        from .quantize import INT8_WEIGHTS, QUANTIZED_GRAPHS, quantize_graph   # needs the onnx package
 
         for graph in QUANTIZED_GRAPHS:
             if graph in graphs:
                 graphs[graph] = quantize_graph(graphs[graph], f"model {model.name!r}: {graph} graph")
-        header["weights"] = HEADER_VALUE
+        header["weights"] = INT8_WEIGHTS
     if checkpoint is not None:
         header["checkpoint_sha256"] = sha256(checkpoint)
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")

@@ -7,9 +7,10 @@ matrices (3.5 M numbers in two blocks) are read from memory at every 20 ms push;
 integer kernels (the activations are quantized on the fly, per call: "dynamic" quantization).
 
 Only matrix products with a constant weight of at least MIN_WEIGHTS numbers are quantized
-(Whisper tiny's smallest is 384 × 384), so the small trained layers keep their float weights; the decode graph is never touched,
-and the encode and one-frame graphs quantize the same products, so offline and live
-inference differ by the activations' per-call scales only.
+(Whisper tiny's smallest is 384 × 384), so the small trained layers keep their float
+weights; the decode graph is never touched, and the encode and one-frame graphs quantize
+the same products, so offline and live inference differ by the activations' per-call
+scales only.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from . import ExportError
 
 QUANTIZED_GRAPHS = ("encode", "frame")
 MIN_WEIGHTS = 128 * 1024       # more than any trained matrix of ours (the largest is 128 × 640)
-HEADER_VALUE = "int8-dynamic"  # the exported header's "weights" entry
-FLOAT_WEIGHTS = "float32"      # its entry in an export that is not quantized
+INT8_WEIGHTS = "int8-dynamic"  # the exported header's "weights" entry for a quantized export...
+FLOAT_WEIGHTS = "float32"      # ...and for one that is not
 
 
 def quantize_graph(data: bytes, what: str) -> bytes:
