@@ -331,22 +331,32 @@ def test_loss_weights_out_of_range_are_refused(field, value):
         from_dict(TrainConfig, {"loss": {field: value}})
 
 
-@pytest.mark.parametrize("name", ["default.toml", "finetune_video.toml", "quality.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "finetune_video.toml", "quality.toml", "quality_hearings.toml"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 
     from talkmotion.config import load
     from talkmotion.train import TrainConfig
 
-    cfg = load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / name)
+    cfg = load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / name, _earlier_stage(name))
     assert cfg.data.sources and cfg.optim.steps > 0
 
 
-@pytest.mark.parametrize("name", ["default", "quality"])
-def test_each_embedded_models_config_is_the_recipe_it_was_trained_with(name):
-    """`talkmotion train configs/NAME.toml` retrains the embedded model: same model, data,
-    optimiser and loss as the run recorded in the model's header (read as a config now reads it,
-    so a setting added since then counts at its default)."""
+def _earlier_stage(config: str) -> dict:
+    """A second-stage recipe fine-tunes the first stage's output, which a test machine has not
+    trained: the embedded model it became stands in for it (`init` must name a file)."""
+    from talkmotion.assets import QUALITY_MODEL
+    from talkmotion.config import read_config_file
+
+    path = Path(__file__).resolve().parents[1] / "configs" / config
+    return {"init": str(QUALITY_MODEL)} if read_config_file(path).get("init") else {}
+
+
+@pytest.mark.parametrize("name, config", [("default", "default.toml"), ("quality", "quality_hearings.toml")])
+def test_each_embedded_models_config_is_the_recipe_it_was_trained_with(name, config):
+    """`talkmotion train configs/CONFIG` retrains the embedded model (the quality model's last
+    stage): same model, data, optimiser and loss as the run recorded in the model's header (read
+    as a config now reads it, so a setting added since then counts at its default)."""
     from pathlib import Path
 
     from talkmotion.assets import EMBEDDED_MODELS
@@ -359,10 +369,10 @@ def test_each_embedded_models_config_is_the_recipe_it_was_trained_with(name):
     def as_json(config):
         return json.loads(json.dumps(to_dict(config)))   # tuples as the header's JSON lists
 
-    cfg = as_json(load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml"))
+    cfg = as_json(load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / config, _earlier_stage(config)))
     trained = as_json(from_dict(TrainConfig, read_header(shipped)["training"]["config"]))
     assert not cfg["export"].startswith("talkmotion/")      # a run never writes into the package
-    for section in ("model", "data", "optim", "loss", "seed", "cached_encoder"):
+    for section in ("model", "data", "optim", "loss", "seed", "cached_encoder", "cached_hearings"):
         assert cfg[section] == trained[section], section
     assert read_header(shipped)["training"]["steps"] == cfg["optim"]["steps"]
     assert read_header(shipped)["name"] == cfg["name"]
@@ -444,3 +454,11 @@ def test_a_run_never_exports_over_a_file_unless_told(tmp_path):
         "optim.steps": 3, "export": str(target), "export_overwrite": True}))
     Trainer(cfg).fit()
     assert load_checkpoint(target).dims == cfg.model
+
+
+def test_the_quality_models_second_stage_starts_from_the_first_stages_export():
+    from talkmotion.config import read_config_file
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    first, second = read_config_file(configs / "quality.toml"), read_config_file(configs / "quality_hearings.toml")
+    assert second["init"] == first["export"] and second["export"] != first["export"]
