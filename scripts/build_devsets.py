@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import hashlib
 import json
 import re
 import shutil
@@ -57,6 +56,8 @@ import tarfile
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from talkmotion.assets import sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPI_SIMPLE = "https://pypi.org/simple/{name}/"
@@ -106,7 +107,7 @@ def fetch_sdist(name: str, cache: Path) -> Path:
         with urllib.request.urlopen(sdist["url"], timeout=300) as response:
             data = response.read()
         archive.write_bytes(data)
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    digest = sha256(archive)
     if digest != want:
         archive.unlink()
         sys.exit(f"build_devsets: {archive.name}: SHA-256 {digest}, expected {want}")
@@ -131,7 +132,7 @@ def fetch_deb(name: str, cache: Path) -> Path:
         with urllib.request.urlopen(DEBIAN_POOL + pool_path, timeout=600) as response, open(partial, "wb") as out:
             shutil.copyfileobj(response, out)
         partial.rename(archive)
-    digest = _sha256(archive)
+    digest = sha256(archive)
     if digest != want:
         archive.unlink()
         sys.exit(f"build_devsets: {archive.name}: SHA-256 {digest}, expected {want}")
@@ -140,14 +141,6 @@ def fetch_deb(name: str, cache: Path) -> Path:
     subprocess.run(["dpkg-deb", "-x", str(archive), str(tmp)], check=True)
     tmp.rename(folder)
     return folder
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mfa_pairs(src: Path) -> list[tuple[str, str, str]]:
