@@ -101,16 +101,7 @@ def fetch_sdist(name: str, cache: Path) -> Path:
     with urllib.request.urlopen(request, timeout=60) as response:
         files = json.load(response)["files"]
     sdist = next(f for f in files if f["filename"].endswith(f"-{version}.tar.gz"))
-    archive = cache / sdist["filename"]
-    cache.mkdir(parents=True, exist_ok=True)
-    if not archive.is_file():
-        with urllib.request.urlopen(sdist["url"], timeout=300) as response:
-            data = response.read()
-        archive.write_bytes(data)
-    digest = sha256(archive)
-    if digest != want:
-        archive.unlink()
-        sys.exit(f"build_devsets: {archive.name}: SHA-256 {digest}, expected {want}")
+    archive = download_checked(sdist["url"], cache / sdist["filename"], want)
     tmp = cache / f".{folder.name}.partial"
     with tarfile.open(archive) as tar:
         tar.extractall(tmp, filter="data")
@@ -119,23 +110,29 @@ def fetch_sdist(name: str, cache: Path) -> Path:
     return folder
 
 
-def fetch_deb(name: str, cache: Path) -> Path:
-    """The Debian binary package's unpacked files (downloaded once from the pool, SHA-256 checked)."""
-    pool_path, want = DEBIAN_PACKAGES[name]
-    folder = cache / name
-    if folder.is_dir():
-        return folder
-    archive = cache / Path(pool_path).name
-    cache.mkdir(parents=True, exist_ok=True)
+def download_checked(url: str, archive: Path, want: str) -> Path:
+    """`archive`, downloaded from `url` unless it is there (whole or not at all), its SHA-256
+    `want`; one that differs is removed, so that a rerun downloads it again."""
     if not archive.is_file():
-        partial = archive.with_suffix(".partial")
-        with urllib.request.urlopen(DEBIAN_POOL + pool_path, timeout=600) as response, open(partial, "wb") as out:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        partial = archive.with_name(archive.name + ".partial")
+        with urllib.request.urlopen(url, timeout=600) as response, open(partial, "wb") as out:
             shutil.copyfileobj(response, out)
         partial.rename(archive)
     digest = sha256(archive)
     if digest != want:
         archive.unlink()
         sys.exit(f"build_devsets: {archive.name}: SHA-256 {digest}, expected {want}")
+    return archive
+
+
+def fetch_deb(name: str, cache: Path) -> Path:
+    """The Debian binary package's unpacked files (downloaded once from the pool, SHA-256 checked)."""
+    pool_path, want = DEBIAN_PACKAGES[name]
+    folder = cache / name
+    if folder.is_dir():
+        return folder
+    archive = download_checked(DEBIAN_POOL + pool_path, cache / Path(pool_path).name, want)
     tmp = cache / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run(["dpkg-deb", "-x", str(archive), str(tmp)], check=True)
