@@ -37,8 +37,9 @@ DATA/skipped.tsv. These sets are for choosing and reporting, never for training.
                       qabcs-data 1.0.2-6 (GPL-3+): a man naming the pictures of its English
                       alphabet book, one word or two per file, the text its file name;
                       ktuberling-data 22.12.3 (GPL-2+): the English names of its
-                      stickers, the file name less its scene prefix (four misspelt
-                      names corrected; `moon_ufo` left out: "U F O" or "you-foe").
+                      stickers, the file name less its scene prefix (two misspelt and
+                      three run-together names mended; `moon_ufo` left out: "U F O" or
+                      "you-foe").
                       Mostly isolated words: other microphones, rooms and speakers.
 """
 
@@ -221,23 +222,32 @@ def _sonnet(res: Path, cache: Path) -> tuple[str, str, str]:
 
 def debian_pairs(warzone: Path, qabcs: Path, ktuberling: Path, cache: Path) -> list[tuple[str, str, str]]:
     """Warzone 2100's spoken tutorial, qabcs's English picture words and KTuberling's sticker names."""
-    rows = tutorial_pairs(warzone / "usr" / "share" / "games" / "warzone2100" / "base.wz", cache / "warzone2100-tutorial")
+    base_wz = warzone / "usr" / "share" / "games" / "warzone2100" / "base.wz"
+    rows = tutorial_pairs(base_wz, cache / "warzone2100-tutorial")
     for audio in sorted((qabcs / "usr" / "share" / "qabcs" / "abcs" / "en" / "sounds" / "words").glob("*.ogg")):
         rows.append((_short_path(audio, cache / "qabcs-en"), audio.stem.replace("_", " "), "qabcs-en"))
     for audio in sorted((ktuberling / "usr" / "share" / "ktuberling" / "sounds" / "en").glob("*.ogg")):
         if audio.stem not in KTUBERLING_LEFT_OUT:
             word = KTUBERLING_SCENES.sub("", audio.stem)
-            rows.append((_short_path(audio, cache / "ktuberling-en"), KTUBERLING_NAMES.get(word, word), "ktuberling-en"))
+            text = KTUBERLING_NAMES.get(word, word)
+            rows.append((_short_path(audio, cache / "ktuberling-en"), text, "ktuberling-en"))
     return rows
 
 
 def _short_path(audio: Path, folder: Path) -> str:
     """A copy of the file in `folder`, so that its clip id is the folder and file name."""
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / audio.name
-    if not target.is_file():
-        shutil.copyfile(audio, target)
+    _write_once(target, audio.read_bytes)
     return str(target)
+
+
+def _write_once(target: Path, contents) -> None:
+    """Write contents() to `target` unless it is there; whole or not at all."""
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(contents())
+        partial.rename(target)
 
 
 def tutorial_pairs(base_wz: Path, out: Path) -> list[tuple[str, str, str]]:
@@ -256,8 +266,7 @@ def tutorial_pairs(base_wz: Path, out: Path) -> list[tuple[str, str, str]]:
             runs_on = k + 1 < len(lines) and not lines[k + 1][1]
             if text and not runs_on:
                 target = out / name
-                if not target.is_file():
-                    target.write_bytes(archive.read(f"audio/tutorial/{name}"))
+                _write_once(target, lambda: archive.read(f"audio/tutorial/{name}"))
                 rows.append((str(target), text.replace('\\"', '"'), "warzone2100-tutorial"))
     return rows
 
