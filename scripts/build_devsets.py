@@ -59,6 +59,7 @@ import zipfile
 from pathlib import Path
 
 from talkmotion.assets import sha256
+from talkmotion.files import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPI_SIMPLE = "https://pypi.org/simple/{name}/"
@@ -115,11 +116,9 @@ def download_checked(url: str, archive: Path, want: str) -> Path:
     """`archive`, downloaded from `url` unless it is there (whole or not at all), its SHA-256
     `want`; one that differs is removed, so that a rerun downloads it again."""
     if not archive.is_file():
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        partial = archive.with_name(archive.name + ".partial")
-        with urllib.request.urlopen(url, timeout=600) as response, open(partial, "wb") as out:
+        with atomic_path(archive) as tmp, urllib.request.urlopen(url, timeout=600) as response, \
+                open(tmp, "wb") as out:
             shutil.copyfileobj(response, out)
-        partial.rename(archive)
     digest = sha256(archive)
     if digest != want:
         archive.unlink()
@@ -244,10 +243,8 @@ def _short_path(audio: Path, folder: Path) -> str:
 def _write_once(target: Path, contents) -> None:
     """Write contents() to `target` unless it is there; whole or not at all."""
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(contents())
-        partial.rename(target)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(contents())
 
 
 def tutorial_pairs(base_wz: Path, out: Path) -> list[tuple[str, str, str]]:

@@ -95,7 +95,7 @@ def heard_audio(clip: Clip, cfg: TeacherConfig, heard: int) -> np.ndarray:
     if heard == 0:
         return clip.audio
     rng = np.random.default_rng([zlib.crc32(clip.id.encode("utf-8")), heard])
-    return np.clip(hearing(clip.audio, rng, cfg.hearing), -1.0, 1.0)
+    return hearing(clip.audio, rng, cfg.hearing)        # peak-normalised: within [-1, 1]
 
 
 def load_track(root: str | Path, clip: Clip, cfg: TeacherConfig, heard: int = 0) -> np.ndarray:
