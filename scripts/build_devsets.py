@@ -116,9 +116,12 @@ def download_checked(url: str, archive: Path, want: str) -> Path:
     """`archive`, downloaded from `url` unless it is there (whole or not at all), its SHA-256
     `want`; one that differs is removed, so that a rerun downloads it again."""
     if not archive.is_file():
-        with atomic_path(archive) as tmp, urllib.request.urlopen(url, timeout=600) as response, \
-                open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out)
+        try:
+            with atomic_path(archive) as tmp, urllib.request.urlopen(url, timeout=600) as response, \
+                    open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except OSError as err:      # URLError, a timeout, a full disk: nothing is left behind
+            sys.exit(f"build_devsets: {url}: {err}")
     digest = sha256(archive)
     if digest != want:
         archive.unlink()

@@ -103,3 +103,11 @@ def test_a_debian_package_with_another_digest_is_refused(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="qabcs-data_1.0.2-6_all.deb: SHA-256 .*, expected 0000"):
         devsets.fetch_deb("qabcs-data", tmp_path)
     assert not (tmp_path / "qabcs-data_1.0.2-6_all.deb").exists()     # removed, so a rerun downloads it again
+
+
+def test_a_failed_download_is_one_line_and_leaves_nothing(tmp_path):
+    devsets = load_devsets_script()
+    missing = (tmp_path / "nothing-here.deb").as_uri()
+    with pytest.raises(SystemExit, match=r"build_devsets: file:.*nothing-here\.deb: "):
+        devsets.download_checked(missing, tmp_path / "cache" / "x.deb", "0" * 64)
+    assert not any((tmp_path / "cache").iterdir())       # no partial file, no archive
