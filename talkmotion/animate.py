@@ -26,10 +26,11 @@ STDIN_BLOCK = 32_000          # bytes read from stdin at a time (1 s of 16 kHz 1
 MAX_STDIN_CHANNELS = 64       # ffmpeg's own ceiling on channels in one stream
 
 
-def animate_chunks(model, chunks, options: PostOptions | None = None, progress=None, style=None) -> Frames:
+def animate_chunks(model, chunks, options: PostOptions | None = None, progress=None, style=None,
+                   raw: bool = False) -> Frames:
     """Frames for an iterable of 16 kHz float chunks (the whole stream, flushed); model: a runtime
-    (`talkmotion.load_model()`); `style` a StyleLayer."""
-    animator = Animator(model, options, style)
+    (`talkmotion.load_model()`); `style` a StyleLayer; `raw`: the model's own frames (Animator)."""
+    animator = Animator(model, options, style, raw=raw)
     parts, samples = [], 0
     for chunk in chunks:
         samples += chunk.size
@@ -42,9 +43,9 @@ def animate_chunks(model, chunks, options: PostOptions | None = None, progress=N
                   duration=samples / SAMPLE_RATE)
 
 
-def animate_pcm(model, pcm: np.ndarray, options: PostOptions | None = None) -> Frames:
-    """Whole 16 kHz mono float signal → Frames."""
-    return animate_chunks(model, [np.asarray(pcm, np.float32)], options)
+def animate_pcm(model, pcm: np.ndarray, options: PostOptions | None = None, raw: bool = False) -> Frames:
+    """Whole 16 kHz mono float signal → Frames (`raw`: the model's own, as Animator)."""
+    return animate_chunks(model, [np.asarray(pcm, np.float32)], options, raw=raw)
 
 
 def animate_file(model, path, options: PostOptions | None = None, progress: bool = False, style=None,

@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "animate": ("talkmotion.animate", "animate speech files (or stdin PCM) into frames files"),
     "train": ("talkmotion.train", "train or fine-tune a model from a config file"),
     "eval": ("talkmotion.eval", "score a model or label source against phoneme-timed clips"),
-    "corpus": ("talkmotion.data.corpus", "build clip sets: `corpus synth` (TTS) or `corpus align` (speech + text)"),
+    "corpus": ("talkmotion.data.corpus", "build clip sets: `corpus synth` (TTS), `corpus align` "
+                                         "(speech + text), `corpus teach` (speech + a teacher model)"),
     "export": ("talkmotion.runtime.export", "export a model for ONNX Runtime: a folder that runs without torch"),
     "bench": ("talkmotion.bench", "measure streaming speed, latency and memory"),
     "render": ("talkmotion.preview.render", "render an MP4 preview of frames (or speech) on an avatar, with the audio"),

@@ -44,10 +44,14 @@ class FrameLevels:
 class Animator:
     """Streaming speech → frames for one stream. Not thread-safe; one per stream."""
 
-    def __init__(self, model, options: PostOptions | None = None, style: StyleLayer | None = None):
+    def __init__(self, model, options: PostOptions | None = None, style: StyleLayer | None = None,
+                 raw: bool = False):
         """model: a runtime (`talkmotion.load_model()`, `runtime.make_runtime(talk_model)`);
-        options: post-processing, by default the model's own defaults; style: emotions (style.py)."""
+        options: post-processing, by default the model's own defaults; style: emotions (style.py);
+        `raw`: the model's own frames, neither post-processed nor styled (what its training
+        targets look like; channels it does not predict stay 0)."""
         self.runtime = model
+        self.raw = raw
         self.timing = model.timing
         self.fps = self.timing.fps
         self.latency_ms = self.timing.latency_ms
@@ -107,8 +111,9 @@ class Animator:
         values = self._step(start, due) if due > 0 else np.zeros((0, labels.NUM_CHANNELS), np.float32)
         if len(values):
             self.next_frame += len(values)
-            values = self.post(values, start, self.fps, self.levels.take(len(values)))
-            values = self.style(values, start)
+            levels = self.levels.take(len(values))
+            if not self.raw:
+                values = self.style(self.post(values, start, self.fps, levels), start)
         return Frames(values, fps=self.fps, start=start, latency_ms=self.latency_ms, model=self.name)
 
     def _step(self, start: int, due: int) -> np.ndarray:

@@ -83,6 +83,15 @@ class Clip:
             raise ClipError(f"{where}: labels contain NaN or inf where the mask says valid")
 
 
+def _int16(audio: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+
+
+def as_stored(audio: np.ndarray) -> np.ndarray:
+    """`audio` as a saved clip holds it (16-bit), as float32: what a loaded clip gives back."""
+    return _int16(audio).astype(np.float32) / 32767.0
+
+
 def save_clip(path: str | Path, clip: Clip) -> None:
     """Write a clip atomically."""
     from safetensors.numpy import save_file
@@ -95,7 +104,7 @@ def save_clip(path: str | Path, clip: Clip) -> None:
         "meta": clip.meta,
     }
     tensors = {
-        "audio": np.round(np.clip(clip.audio, -1, 1) * 32767).astype(np.int16),
+        "audio": _int16(clip.audio),
         "labels": np.nan_to_num(clip.labels).astype(np.float32),
         "mask": clip.mask.astype(np.uint8),
     }

@@ -1,7 +1,8 @@
-"""`talkmotion corpus`: build clip sets. Two actions, each in its own module:
+"""`talkmotion corpus`: build clip sets. Three actions, each in its own module:
 
     talkmotion corpus synth -o DATA --clips N ...     # TTS speech, engine timings (data/synth.py)
     talkmotion corpus align INPUT -o DATA ...         # any speech + transcripts, aligner timings (data/corpus_align.py)
+    talkmotion corpus teach INPUT -o DATA ...         # any speech, labels from a teacher model (data/corpus_teach.py)
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ ACTIONS = {
     "synth": ("talkmotion.data.synth", "a phoneme-timed talking corpus from local TTS engines"),
     "align": ("talkmotion.data.corpus_align",
               "speech + transcripts (or a clip set to re-time) → clips timed by the forced aligner"),
+    "teach": ("talkmotion.data.corpus_teach",
+              "speech without transcripts (or a clip set) → clips labelled by a teacher model's own frames"),
 }
 
 
