@@ -15,6 +15,7 @@ every clip's status, so long jobs resume and shards never write the same file.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -199,3 +200,55 @@ def read_dataset(root: str | Path) -> dict[str, dict]:
 
 def clip_path(root: str | Path, clip_id: str) -> Path:
     return Path(root) / "clips" / f"{clip_id}{CLIP_SUFFIX}"
+
+
+def clip_entry(clip: Clip, root: str | Path, drop: Collection[str] = ()) -> dict:
+    """The manifest entry of a clip saved under `root`: its metadata less the keys in `drop`
+    (per-word or per-frame parts a manifest need not repeat), its file and its length."""
+    root = Path(root)
+    return {**{k: v for k, v in clip.meta.items() if k not in drop},
+            "file": clip_path(root, clip.id).relative_to(root).as_posix(), "duration": round(clip.duration, 4)}
+
+
+# --- batches that make one clip per job ----------------------------------------------------------
+
+class ClipBatch(jobs.Batch):
+    """Parent side of a batch whose every job makes one clip, `root/clips/<job.id>.clip.safetensors`
+    (corpus synth, align, teach). A subclass says when a clip already made is this job's (`made`)."""
+
+    unit = "clip"
+
+    def __init__(self, root: str | Path, manifest: Manifest):
+        super().__init__(manifest)
+        self.root = Path(root)
+
+    def made(self, fields: dict, job) -> bool:
+        """True when a clip with these manifest fields (or this header metadata) is what `job` makes."""
+        raise NotImplementedError
+
+    def entry(self, clip: Clip) -> dict:
+        """The manifest entry of a finished clip found on disk."""
+        return clip_entry(clip, self.root)
+
+    def key(self, job) -> str:
+        return job.id
+
+    def remaining(self, job):
+        if self.manifest.done(job.id) and self.made(self.manifest.entries[job.id], job):
+            return None
+        clip = finished_clip(clip_path(self.root, job.id))
+        if clip is not None and self.made(clip.meta, job):     # made, then the run was killed
+            self.manifest.record(job.id, "ok", save=False, **self.entry(clip))
+            self.report.tally["recognised"] += 1
+            return None
+        return job
+
+    def output_folders(self) -> list[Path]:
+        return [clip_path(self.root, "x").parent]
+
+    def owner(self, target: Path) -> str:
+        return target.name.removesuffix(CLIP_SUFFIX)
+
+    def on_done(self, job, entry: dict) -> None:
+        self.manifest.record(job.id, "ok", save=False, **entry)
+        self.report.tally["audio_s"] += entry["duration"]

@@ -42,7 +42,8 @@ import numpy as np
 from ..errors import TalkmotionError
 from ..files import write_text
 from . import jobs
-from .clips import CLIP_SUFFIX, Clip, Manifest, clip_path, finished_clip, read_dataset, save_clip
+from . import clips
+from .clips import Clip, ClipBatch, Manifest, clip_path, read_dataset, save_clip
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")
 DEFAULT_SPLIT = "dev"
@@ -250,8 +251,7 @@ def _job_fields(job: AlignJob) -> dict:
 
 def clip_entry(clip: Clip, root: Path) -> dict:
     """The manifest entry of a saved clip (its metadata less the word timings)."""
-    return {**{k: v for k, v in clip.meta.items() if k != "words"},
-            "file": clip_path(root, clip.id).relative_to(root).as_posix(), "duration": round(clip.duration, 4)}
+    return clips.clip_entry(clip, root, drop=("words",))
 
 
 # --- the batch ---------------------------------------------------------------------
@@ -276,43 +276,24 @@ class AlignRunner(jobs.Runner):
         return make_clip(job, self._aligner, Path(self.root), self.source, self.split)
 
 
-class AlignBatch(jobs.Batch):
-    name, unit = "corpus align", "clip"
+class AlignBatch(ClipBatch):
+    name = "corpus align"
 
-    def __init__(self, root: Path, manifest: Manifest):
-        super().__init__(manifest)
-        self.root = root
+    def made(self, fields: dict, job: AlignJob) -> bool:
+        return fields.get("text") == job.text and fields.get("timings") == "aligner"
 
-    def key(self, job: AlignJob) -> str:
-        return job.id
+    def entry(self, clip: Clip) -> dict:
+        return clip_entry(clip, self.root)
 
     def describe(self, job: AlignJob) -> str:
         return f"{job.id} ({job.audio})"
-
-    def remaining(self, job: AlignJob) -> AlignJob | None:
-        entry = self.manifest.entries.get(job.id, {})
-        if self.manifest.done(job.id) and entry.get("text") == job.text:
-            return None
-        clip = finished_clip(clip_path(self.root, job.id))
-        if clip is not None and clip.meta.get("text") == job.text and clip.meta.get("timings") == "aligner":
-            self.manifest.record(job.id, "ok", save=False, **clip_entry(clip, self.root))
-            self.report.tally["recognised"] += 1
-            return None
-        return job
-
-    def output_folders(self) -> list[Path]:
-        return [clip_path(self.root, "x").parent]
-
-    def owner(self, target: Path) -> str:
-        return target.name.removesuffix(CLIP_SUFFIX)
 
     def on_done(self, job: AlignJob, entry: dict) -> None:
         if "skipped" in entry:
             self.manifest.record(job.id, "skipped", save=False, error=entry.pop("skipped"), **entry)
             self.report.tally["skipped_by_aligner"] += 1
             return
-        self.manifest.record(job.id, "ok", save=False, **entry)
-        self.report.tally["audio_s"] += entry["duration"]
+        super().on_done(job, entry)
 
     def on_failed(self, job: AlignJob, reason: str) -> None:
         self.manifest.record(job.id, "failed", save=False, error=reason, **_job_fields(job))

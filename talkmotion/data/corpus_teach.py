@@ -37,7 +37,7 @@ import numpy as np
 from .. import labels
 from ..errors import TalkmotionError
 from . import jobs
-from .clips import CLIP_SUFFIX, Clip, Manifest, as_stored, clip_path, finished_clip, read_dataset, save_clip
+from .clips import Clip, ClipBatch, Manifest, as_stored, clip_path, read_dataset, save_clip
 from .corpus_align import AUDIO_SUFFIXES, clip_entry, clip_id
 
 DEFAULT_TEACHER = "quality"
@@ -194,38 +194,21 @@ class TeachRunner(jobs.Runner):
         return clip_entry(clip, Path(self.root))
 
 
-class TeachBatch(jobs.Batch):
-    name, unit = "corpus teach", "clip"
+class TeachBatch(ClipBatch):
+    name = "corpus teach"
 
     def __init__(self, root: Path, manifest: Manifest, teacher: str):
-        super().__init__(manifest)
-        self.root, self.teacher = root, teacher
+        super().__init__(root, manifest)
+        self.teacher = teacher
 
-    def key(self, job: TeachJob) -> str:
-        return job.id
+    def made(self, fields: dict, job: TeachJob) -> bool:
+        return fields.get("teacher") == self.teacher
+
+    def entry(self, clip: Clip) -> dict:
+        return clip_entry(clip, self.root)
 
     def describe(self, job: TeachJob) -> str:
         return f"{job.id} ({job.audio})"
-
-    def remaining(self, job: TeachJob) -> TeachJob | None:
-        entry = self.manifest.entries.get(job.id, {})
-        if self.manifest.done(job.id) and entry.get("teacher") == self.teacher:
-            return None
-        clip = finished_clip(clip_path(self.root, job.id))
-        if clip is not None and clip.meta.get("teacher") == self.teacher:
-            self.manifest.record(job.id, "ok", save=False, **clip_entry(clip, self.root))
-            return None
-        return job
-
-    def output_folders(self) -> list[Path]:
-        return [clip_path(self.root, "x").parent]
-
-    def owner(self, target: Path) -> str:
-        return target.name.removesuffix(CLIP_SUFFIX)
-
-    def on_done(self, job: TeachJob, entry: dict) -> None:
-        self.manifest.record(job.id, "ok", save=False, **entry)
-        self.report.tally["audio_s"] += entry["duration"]
 
     def on_failed(self, job: TeachJob, reason: str) -> None:
         self.manifest.record(job.id, "failed", save=False, error=reason, audio_file=job.audio, speaker=job.speaker)

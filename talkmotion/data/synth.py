@@ -33,7 +33,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..errors import TalkmotionError
 from . import jobs
-from .clips import CLIP_SUFFIX, Clip, Manifest, clip_path, finished_clip, save_clip
+from .clips import Clip, ClipBatch, Manifest, clip_entry, clip_path, save_clip
 from .phonemes import SILENCE
 from . import tts_kokoro
 from .tts import ENGINES, TTSError, check_timings, cover_audio, engine_module
@@ -250,12 +250,6 @@ def spec_fields(spec: ClipSpec) -> dict:
             "text": spec.text, "split": spec.split, "seed": spec.seed}
 
 
-def clip_entry(clip: Clip, root: Path) -> dict:
-    """The manifest entry of a saved clip."""
-    return {**clip.meta, "file": clip_path(root, clip.id).relative_to(root).as_posix(),
-            "duration": round(clip.duration, 4)}
-
-
 def _stage(audio: np.ndarray, phonemes, spec: ClipSpec):
     """Pad with silence, set the loudness, add a faint noise floor; shift the phonemes to match."""
     rng = np.random.default_rng([spec.seed, 2])
@@ -291,49 +285,20 @@ class SynthRunner(jobs.Runner):
         return make_clip(spec, Path(self.root), self.engine_timeout)
 
 
-class CorpusBatch(jobs.Batch):
+class CorpusBatch(ClipBatch):
     """Parent side: one job per clip spec."""
 
-    name, unit = "corpus synth", "clip"
+    name = "corpus synth"
 
-    def __init__(self, root: Path, manifest: Manifest):
-        super().__init__(manifest)
-        self.root = root
-
-    def key(self, spec: ClipSpec) -> str:
-        return spec.id
+    def made(self, fields: dict, spec: ClipSpec) -> bool:
+        return all(fields.get(k) == v for k, v in spec_fields(spec).items())
 
     def describe(self, spec: ClipSpec) -> str:
         return f"{spec.id} ({spec.engine} {spec.voice}, {spec.text[:60]!r})"
 
-    def remaining(self, spec: ClipSpec) -> ClipSpec | None:
-        entry = self.manifest.entries.get(spec.id, {})
-        if self.manifest.done(spec.id) and _same_spec(entry, spec):
-            return None
-        clip = finished_clip(clip_path(self.root, spec.id))
-        if clip is not None and _same_spec(clip.meta, spec):      # made, then the run was killed
-            self.manifest.record(spec.id, "ok", save=False, **clip_entry(clip, self.root))
-            self.report.tally["recognised"] += 1
-            return None
-        return spec
-
-    def output_folders(self) -> list[Path]:
-        return [clip_path(self.root, "x").parent]
-
-    def owner(self, target: Path) -> str:
-        return target.name.removesuffix(CLIP_SUFFIX)
-
-    def on_done(self, spec: ClipSpec, entry: dict) -> None:
-        self.manifest.record(spec.id, "ok", save=False, **entry)
-        self.report.tally["audio_s"] += entry["duration"]
-
     def on_failed(self, spec: ClipSpec, reason: str) -> None:
         fields = {k: v for k, v in spec_fields(spec).items() if k != "seed"}
         self.manifest.record(spec.id, "failed", save=False, error=reason, **fields)
-
-
-def _same_spec(fields: dict, spec: ClipSpec) -> bool:
-    return all(fields.get(k) == v for k, v in spec_fields(spec).items())
 
 
 def build(root: Path, specs: list[ClipSpec], workers: int, timeout: float, info: dict,

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import labels
 from ..audio import FPS, SAMPLE_RATE
+from . import clips
 from .clips import Clip, clip_path, save_clip
 from .facetrack import MAX_FACES, FaceTracker, TrackedFrame, track_video
 from .video import DEFAULT_MAX_SIDE, AudioTrack, FrameRateMeter, first_video_time, probe
@@ -170,8 +171,7 @@ def finish_segment(job: VideoJob, seg: _Segment, audio: AudioTrack, meter: Frame
 
 def clip_entry(clip: Clip, root: Path) -> dict:
     """The manifest entry of a saved clip: its metadata less the per-frame parts, its file and length."""
-    return {**{k: v for k, v in clip.meta.items() if k not in META_ONLY},
-            "file": clip_path(root, clip.id).relative_to(root).as_posix(), "duration": round(clip.duration, 4)}
+    return clips.clip_entry(clip, root, drop=META_ONLY)
 
 
 def made_by(clip: Clip, job: VideoJob, index: int) -> bool:
