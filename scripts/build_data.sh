@@ -3,7 +3,8 @@
 #
 #   bash scripts/build_data.sh [train|eval|all]      (make data = all)
 #
-#   train  the training corpora of configs/default.toml: festival + espeak-ng, flite, Kokoro
+#   train  the training corpora of configs/default.toml: festival + espeak-ng, flite, Kokoro, and
+#          real speech without transcripts labelled by the embedded quality model (`corpus teach`)
 #   eval   the dev and test sets of BENCHMARKS.md: held-out Kokoro voices, flite awb, the
 #          robotic engines' test splits and the real-speech sets, each re-timed by the
 #          pocketsphinx aligner (`corpus align`)
@@ -24,6 +25,8 @@ if [ "$stage" != eval ]; then
   $TM corpus synth -o data/corpus --clips 2400 --workers 2
   $TM corpus synth -o data/corpus_flite --clips 900 --engines flite --seed 1
   $TM corpus synth -o data/corpus_kokoro --engines kokoro --clips 3000 --seed 2 --workers 2 --timeout 300
+  .venv/bin/python scripts/build_real_unlabelled.py          # data/real_unlabelled (make unlabelled)
+  $TM corpus teach data/real_unlabelled -o data/taught_real --workers 2
 fi
 if [ "$stage" != train ]; then
   $TM corpus synth -o data/dev_kokoro --engines kokoro --voices 'kokoro-dev-*' --clips 300 --seed 21 --workers 2 --timeout 300
