@@ -217,6 +217,7 @@ class ClipBatch(jobs.Batch):
     (corpus synth, align, teach). A subclass says when a clip already made is this job's (`made`)."""
 
     unit = "clip"
+    meta_only: tuple[str, ...] = ()     # clip metadata the manifest entry leaves out (e.g. word timings)
 
     def __init__(self, root: str | Path, manifest: Manifest):
         super().__init__(manifest)
@@ -228,7 +229,7 @@ class ClipBatch(jobs.Batch):
 
     def entry(self, clip: Clip) -> dict:
         """The manifest entry of a finished clip found on disk."""
-        return clip_entry(clip, self.root)
+        return clip_entry(clip, self.root, drop=self.meta_only)
 
     def key(self, job) -> str:
         return job.id

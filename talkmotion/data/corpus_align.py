@@ -249,9 +249,12 @@ def _job_fields(job: AlignJob) -> dict:
     return {"text": job.text, "audio_file": job.audio, "speaker": job.speaker}
 
 
+META_ONLY = ("words",)      # clip metadata the manifest leaves out: the word timings
+
+
 def clip_entry(clip: Clip, root: Path) -> dict:
     """The manifest entry of a saved clip (its metadata less the word timings)."""
-    return clips.clip_entry(clip, root, drop=("words",))
+    return clips.clip_entry(clip, root, drop=META_ONLY)
 
 
 # --- the batch ---------------------------------------------------------------------
@@ -278,12 +281,10 @@ class AlignRunner(jobs.Runner):
 
 class AlignBatch(ClipBatch):
     name = "corpus align"
+    meta_only = META_ONLY
 
     def made(self, fields: dict, job: AlignJob) -> bool:
         return fields.get("text") == job.text and fields.get("timings") == "aligner"
-
-    def entry(self, clip: Clip) -> dict:
-        return clip_entry(clip, self.root)
 
     def describe(self, job: AlignJob) -> str:
         return f"{job.id} ({job.audio})"

@@ -38,7 +38,7 @@ from .. import labels
 from ..errors import TalkmotionError
 from . import jobs
 from .clips import Clip, ClipBatch, Manifest, as_stored, clip_path, read_dataset, save_clip
-from .corpus_align import AUDIO_SUFFIXES, clip_entry, clip_id
+from .corpus_align import AUDIO_SUFFIXES, META_ONLY, clip_entry, clip_id
 
 DEFAULT_TEACHER = "quality"
 DEFAULT_VAL_SHARE = 0.1
@@ -196,6 +196,7 @@ class TeachRunner(jobs.Runner):
 
 class TeachBatch(ClipBatch):
     name = "corpus teach"
+    meta_only = META_ONLY
 
     def __init__(self, root: Path, manifest: Manifest, teacher: str):
         super().__init__(root, manifest)
@@ -203,9 +204,6 @@ class TeachBatch(ClipBatch):
 
     def made(self, fields: dict, job: TeachJob) -> bool:
         return fields.get("teacher") == self.teacher
-
-    def entry(self, clip: Clip) -> dict:
-        return clip_entry(clip, self.root)
 
     def describe(self, job: TeachJob) -> str:
         return f"{job.id} ({job.audio})"
