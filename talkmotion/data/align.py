@@ -176,10 +176,11 @@ class Aligner:
                                pbeam=config.beam, wbeam=config.beam * WORD_BEAM_RATIO)
         self.stressed = _stress_dictionary()
         user = read_pronunciations(pronunciations) if pronunciations else {}
+        names = [(word if k == 0 else f"{word}({k + 1})", phones)
+                 for word, entries in user.items() for k, phones in enumerate(entries)]
+        for n, (name, phones) in enumerate(names):    # the search is rebuilt once, after the last word
+            self.decoder.add_word(name, " ".join(_plain(phones)), update=n == len(names) - 1)
         for word, entries in user.items():
-            for k, phones in enumerate(entries):
-                name = word if k == 0 else f"{word}({k + 1})"
-                self.decoder.add_word(name, " ".join(_plain(phones)), update=True)
             self.stressed[word] = entries + self.stressed.get(word, [])
 
     def unknown_words(self, words: list[str]) -> list[str]:
