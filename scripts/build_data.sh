@@ -4,7 +4,8 @@
 #   bash scripts/build_data.sh [train|eval|all]      (make data = all)
 #
 #   train  the training corpora of configs/default.toml: festival + espeak-ng, flite, Kokoro, and
-#          real speech without transcripts labelled by the embedded quality model (`corpus teach`)
+#          real speech without transcripts labelled by the embedded quality model (`corpus teach`),
+#          and the same speech written down by Whisper (`corpus transcribe`) and aligned (`corpus align`)
 #   eval   the dev and test sets of BENCHMARKS.md: held-out Kokoro voices, flite awb, the
 #          robotic engines' test splits and the real-speech sets, each re-timed by the
 #          pocketsphinx aligner (`corpus align`)
@@ -27,6 +28,10 @@ if [ "$stage" != eval ]; then
   $TM corpus synth -o data/corpus_kokoro --engines kokoro --clips 3000 --seed 2 --workers 2 --timeout 300
   .venv/bin/python scripts/build_real_unlabelled.py          # data/real_unlabelled (make unlabelled)
   $TM corpus teach data/real_unlabelled -o data/taught_real --workers 2
+  # the same speech written down by Whisper tiny.en, then timed and rule-labelled by the aligner
+  $TM corpus transcribe data/real_unlabelled -o data/transcribed_real --workers 2
+  $TM corpus align data/transcribed_real/transcripts.tsv -o data/aligned_real \
+      --dict data/transcribed_real/guessed.dict --split train --source transcribed_real --workers 2
 fi
 if [ "$stage" != train ]; then
   $TM corpus synth -o data/dev_kokoro --engines kokoro --voices 'kokoro-dev-*' --clips 300 --seed 21 --workers 2 --timeout 300

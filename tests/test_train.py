@@ -331,7 +331,7 @@ def test_loss_weights_out_of_range_are_refused(field, value):
         from_dict(TrainConfig, {"loss": {field: value}})
 
 
-@pytest.mark.parametrize("name", ["default.toml", "finetune_video.toml", "quality.toml", "quality_hearings.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "default_base.toml", "finetune_video.toml", "quality.toml", "quality_hearings.toml"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 
@@ -345,11 +345,12 @@ def test_shipped_configs_load(name):
 def _earlier_stage(config: str) -> dict:
     """A second-stage recipe fine-tunes the first stage's output, which a test machine has not
     trained: the embedded model it became stands in for it (`init` must name a file)."""
-    from talkmotion.assets import QUALITY_MODEL
+    from talkmotion.assets import DEFAULT_MODEL, QUALITY_MODEL
     from talkmotion.config import read_config_file
 
     path = Path(__file__).resolve().parents[1] / "configs" / config
-    return {"init": str(QUALITY_MODEL)} if read_config_file(path).get("init") else {}
+    stand_in = DEFAULT_MODEL if config.startswith("default") else QUALITY_MODEL
+    return {"init": str(stand_in)} if read_config_file(path).get("init") else {}
 
 
 @pytest.mark.parametrize("name, config", [("default", "default.toml"), ("quality", "quality_hearings.toml")])
