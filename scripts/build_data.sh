@@ -30,8 +30,7 @@ if [ "$stage" != eval ]; then
   $TM corpus teach data/real_unlabelled -o data/taught_real --workers 2
   # the same speech written down by Whisper tiny.en, then timed and rule-labelled by the aligner
   $TM corpus transcribe data/real_unlabelled -o data/transcribed_real --workers 2
-  $TM corpus align data/transcribed_real/transcripts.tsv -o data/aligned_real \
-      --dict data/transcribed_real/guessed.dict --split train --source transcribed_real --workers 2
+  $TM corpus align data/transcribed_real/transcripts.tsv -o data/aligned_real --dict data/transcribed_real/guessed.dict --split train --source transcribed_real --workers 2
 fi
 if [ "$stage" != train ]; then
   $TM corpus synth -o data/dev_kokoro --engines kokoro --voices 'kokoro-dev-*' --clips 300 --seed 21 --workers 2 --timeout 300

@@ -20,7 +20,7 @@ def test_the_script_names_every_data_folder_the_benchmarks_use():
     outputs = {argv[argv.index("-o") + 1] for argv in script_commands()}
     assert {"data/corpus", "data/corpus_flite", "data/corpus_kokoro", "data/dev_kokoro_aligned",
             "data/test_kokoro_aligned", "data/dev_awb_aligned", "data/test_tts_aligned",
-            "data/test_flite_aligned"} <= outputs
+            "data/test_flite_aligned", "data/taught_real", "data/transcribed_real", "data/aligned_real"} <= outputs
 
 
 @pytest.mark.parametrize("argv", script_commands(), ids=lambda argv: " ".join(argv[:4]))
