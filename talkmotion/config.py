@@ -69,7 +69,7 @@ def _tagged(options: list[type], value, where: str):
     kinds = {f.default: cls for cls in options for f in dataclasses.fields(cls) if f.name == "kind"}
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a table with a kind ({', '.join(kinds)}), got {value!r}")
-    if value.get("kind") not in kinds:
+    if not isinstance(value.get("kind"), str) or value["kind"] not in kinds:
         raise ConfigError(f"{where}.kind: {value.get('kind')!r} is not one of {', '.join(kinds)}")
     return from_dict(kinds[value["kind"]], value, where)
 

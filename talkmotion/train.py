@@ -58,6 +58,13 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):     # a name too long for the file system, or holding a NUL
+        return False
+
+
 def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -152,7 +159,7 @@ class TrainConfig:
         for name in ("log_every", "eval_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         _check(self.threads >= 0, f"threads must be 0 (torch's default) or more, got {self.threads}")
-        _check(not self.init or Path(self.init).is_file(), f"init: no such checkpoint {self.init!r}")
+        _check(not self.init or _is_file(self.init), f"init: no such checkpoint {self.init!r}")
         if self.cached_encoder:
             enc = self.model.encoder
             _check(enc.kind == "whisper" and enc.weights == "tiny.en",

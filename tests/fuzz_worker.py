@@ -79,7 +79,9 @@ def seed_avatar(kind: str) -> bytes:
 
 
 def seed_config() -> bytes:
-    return (ROOT / "configs" / "default.toml").read_bytes()
+    """The default model's first-stage recipe: a whole config that names no file it needs first
+    (configs/default.toml starts from that stage's output, which a test machine has not trained)."""
+    return (ROOT / "configs" / "default_base.toml").read_bytes()
 
 
 # --- loaders -----------------------------------------------------------------------------

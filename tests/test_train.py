@@ -393,6 +393,8 @@ def test_each_embedded_models_config_is_the_recipe_it_was_trained_with(name, con
     ("data.crop_seconds=0", "data.crop_seconds must be above 0"),
     ('data.sources=[{"path": "d", "weight": -1}]', "d: weight must be a finite number, 0 or more"),
     ("init=missing.safetensors", "init: no such checkpoint"),
+    ("init=" + "x" * 300, "init: no such checkpoint"),              # a name too long for the file system
+    ('model.encoder={"kind": ["mel"]}', "model.encoder.kind: \\['mel'\\] is not one of"),
 ])
 def test_absurd_config_values_are_one_line_errors(tmp_path, setting, message):
     data = make_dataset(tmp_path / "d", count=2)
