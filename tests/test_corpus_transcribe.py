@@ -59,10 +59,11 @@ def test_recogniser_writes_down_the_sample_speech(recognizer):
 def test_a_shorter_window_still_hears_a_short_clip():
     speech = load_audio(SAMPLE_SPEECH)
     first = speech[: int(2.5 * 16000)]           # "Hello, I am talkmotion."
-    heard = WhisperRecognizer.installed(context_s=10.0).transcribe([first])[0]
+    short = WhisperRecognizer.installed(context_s=10.0)
+    heard = short.transcribe([first])[0]
     assert word_errors("Hello, I am talkmotion.", heard) <= 0.25, heard
     with pytest.raises(ValueError, match="longer than the 10 s window"):
-        WhisperRecognizer.installed(context_s=10.0).transcribe([speech[:11 * 16000]])
+        short.transcribe([speech[:11 * 16000]])
 
 
 def test_tokens_decode_through_the_byte_alphabet():

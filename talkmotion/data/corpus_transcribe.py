@@ -83,9 +83,10 @@ def run(args) -> int:
     source, root = Path(args.input), Path(args.output)
     if source.is_dir() and any(source.glob("manifest*.json")):
         raise CorpusTranscribeError(f"{source}: a clip set; transcribe a folder of audio files")
-    from ..asr import WhisperRecognizer
+    from ..assets import WHISPER_TINY_EN, WHISPER_TINY_EN_VOCABULARY, check_asset
 
-    WhisperRecognizer.installed()           # missing or corrupt weights: an error before any worker starts
+    for asset in (WHISPER_TINY_EN, WHISPER_TINY_EN_VOCABULARY):   # missing or corrupt: an error before any
+        check_asset(asset)                                        # worker starts (each worker loads the model)
     packs = plan_packs(find_recordings(source, args.speaker), args.pack_seconds)
     manifest = TranscriptManifest(root / "manifest.json", {"command": "corpus transcribe", "input": str(source)})
     report = TranscribeBatch(root, manifest).run(
