@@ -140,6 +140,46 @@ def test_corpus_align_builds_what_it_can_and_reports_the_rest(tmp_path, capsys):
     assert (out / entries["speaker1-good"]["file"]).stat().st_mtime_ns == stamp
 
 
+def test_salvage_keeps_the_part_a_short_transcript_fits(tmp_path, capsys, aligner):
+    first, second = SENTENCES[0] + " Then it rained.", "The cat sat on the mat by the door and then it went to sleep."
+    spoken = np.concatenate([espeak(first).audio, np.zeros(SAMPLE_RATE // 2, np.float32), espeak(second).audio])
+    heard = first + " The cat sat on the mat."          # a recogniser that lost the second half
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_wav(folder / "pack.wav", spoken)
+    (folder / "pack.txt").write_text(heard + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["corpus", "align", str(folder), "-o", str(out), "--workers", "1", "--no-progress"]
+    assert main(args) == 0
+    assert "0 clips made, 1 skipped" in capsys.readouterr().out
+    assert "loud audio aligned to the silence" in manifest(out)["pack"]["error"]
+
+    assert main(args + ["--salvage"]) == 0           # the skipped clip is tried again
+    assert "1 clips made (1 of them the part of their clip that fits), 0 skipped" in capsys.readouterr().out
+    entry = manifest(out)["pack"]
+    clip = load_clip(out / entry["file"])
+    assert clip.meta["text"] == " ".join(align.words_of(first))
+    cut = clip.meta["salvaged"]
+    assert cut["transcript"] == heard and cut["start_s"] == 0.0 and "loud audio" in cut["reason"]
+    assert clip.duration == pytest.approx(cut["end_s"], abs=0.01) and clip.duration < len(spoken) / SAMPLE_RATE / 2
+    np.testing.assert_allclose(clip.audio, spoken[:clip.audio.size], atol=1e-4)   # the pack's own samples
+    alone = aligner.align(espeak(first).audio, first)     # the part's timings are the sentence's own
+    assert [w[0] for w in clip.meta["words"]] == [w.text for w in alone.words]
+    assert max(abs(w[1] - a.start) for w, a in zip(clip.meta["words"], alone.words)) <= 0.03
+    assert set(read_dataset(out)) == {"pack"}
+    assert main(args + ["--salvage"]) == 0           # resumed: the part made is this job's
+    printed = capsys.readouterr().out
+    assert "0 clips made, 0 skipped" in printed and "1 already done" in printed
+
+
+def test_no_part_is_kept_when_none_lasts_long_enough(aligner):
+    speech = espeak("The cat sat on the mat by the door and then it went to sleep.")
+    with pytest.raises(align.MisfitAlignment) as failed:
+        aligner.align(speech.audio, "The cat sat on the mat.")
+    assert failed.value.alignment.words[-1].text == "mat"
+    assert aligner.align_fitting_part(speech.audio, failed.value, min_seconds=2.0) is None
+
+
 def test_corpus_align_reads_a_tsv_list(tmp_path):
     folder = pairs_folder(tmp_path / "audio", [("a", SENTENCES[2], SENTENCES[2])])
     listing = tmp_path / "list.tsv"

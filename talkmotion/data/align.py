@@ -43,6 +43,16 @@ through anyway:
   * at most max_shortest_share of the speech phones sit at the decoder's
     shortest possible length (3 frames, 30 ms): words the audio lacks are
     crammed into too little time. Judged only with MIN_PHONES_FOR_SHARE phones.
+A path that fails the check is raised as MisfitAlignment, which carries it.
+
+Keeping the part that fits (`Aligner.align_fitting_part`): a transcript from a
+recogniser often misses a word or two of a long recording, and the check then
+refuses all of it. The misfit path is cut at its pauses (silences of at least
+MIN_PAUSE_S) into stretches; each stretch is checked alone, and a pause that
+holds loud audio spoils both of its neighbours. The longest run of stretches
+that pass, with SPAN_MARGIN_S of the pauses around it, is cut out and aligned
+again on its own with its own words, and that alignment must pass the whole
+check: the part kept is judged exactly as any clip is.
 """
 
 from __future__ import annotations
@@ -68,6 +78,8 @@ SHORTEST_FRAMES = 3              # its HMMs have three emitting states: no phone
 SPEECH_LEVEL_QUANTILE = 0.95     # a clip's speech level: robust to a single click
 FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "hm", "hmm", "mm", "mhm"})   # held freely
 MIN_PHONES_FOR_SHARE = 8         # fewer phones than this say nothing about cramming
+MIN_PAUSE_S = 0.3                # a silence this long separates the stretches of a misfit path
+SPAN_MARGIN_S = 0.15             # silence kept on each side of a part cut out of a misfit path
 MARKUP = re.compile(r"^[<\[{].*[>\]}][.,;:!?]*$")   # transcript annotations such as <unk>, [laughter]
 CMU_PHONES = frozenset(p.upper() for p in PHONES - SILENCE - {"ax"})   # the acoustic model's 39
 
@@ -95,6 +107,15 @@ class AlignmentFailed(AlignError):
     pass
 
 
+class MisfitAlignment(AlignmentFailed):
+    """A path through the whole transcript that fails the sanity check; it is kept in `alignment`,
+    so a caller may look for a part that fits (`Aligner.align_fitting_part`)."""
+
+    def __init__(self, reason: str, alignment: "Alignment"):
+        super().__init__(reason)
+        self.alignment = alignment
+
+
 @dataclass
 class Word:
     text: str       # the transcript's word, normalised
@@ -106,6 +127,14 @@ class Word:
 class Alignment:
     phonemes: list[Phoneme]   # contiguous over [0, len(audio) / 16 kHz], talkmotion phones
     words: list[Word]         # the transcript's words in order, with their times
+
+
+@dataclass(frozen=True)
+class Span:
+    """A part of a clip: [start, end) in seconds, and the transcript's words inside it."""
+    start: float
+    end: float
+    words: tuple[str, ...]
 
 
 # --- text ------------------------------------------------------------------------
@@ -210,8 +239,25 @@ class Aligner:
         phonemes, timed_words = self._convert(segments, audio.size, pad.size / SAMPLE_RATE)
         if [w.text for w in timed_words] != words:
             raise AlignmentFailed("the aligner's path skipped or repeated words of the transcript")
-        self._check(phonemes, timed_words, audio)
+        problem = misfit(phonemes, timed_words, _loud_frames(audio, self.config.loud_db), self.config)
+        if problem:
+            raise MisfitAlignment(problem, Alignment(phonemes, timed_words))
         return Alignment(phonemes, timed_words)
+
+    def align_fitting_part(self, audio: np.ndarray, failed: MisfitAlignment,
+                           min_seconds: float) -> tuple[Span, Alignment] | None:
+        """The longest part of a clip whose misfit path `failed` holds a run of stretches that pass the
+        check (see the module doc), aligned again on its own: (its span in the clip, its alignment), or
+        None if no such part lasts min_seconds or its own alignment fails."""
+        span = fitting_span(failed.alignment, audio, self.config, min_seconds)
+        if span is None:
+            return None
+        part = np.asarray(audio, np.float32).reshape(-1)[int(round(span.start * SAMPLE_RATE)):
+                                                          int(round(span.end * SAMPLE_RATE))]
+        try:
+            return span, self.align(part, " ".join(span.words))
+        except AlignError:
+            return None
 
     def _decode(self, pcm: bytes, transcript: str) -> list[tuple[str, list[tuple[str, int, int]]]]:
         """[(word or "<sil>", [(CMU phone, first frame, frame count)])] from the two-pass alignment."""
@@ -263,28 +309,60 @@ class Aligner:
                 return [int(p[-1]) if p[-1].isdigit() else None for p in entry]
         return [None] * len(phones)
 
-    def _check(self, phonemes: list[Phoneme], words: list[Word], audio: np.ndarray) -> None:
-        """The sanity check of the module doc; AlignmentFailed naming the first thing that fails."""
-        cfg = self.config
-        speech = [p for p in phonemes if p.phone not in SILENCE]
-        if not speech:
-            raise AlignmentFailed("the alignment has no speech phones")
-        for p in speech:
-            word = next((w.text for w in words if w.start <= p.start < w.end), "?")
-            if p.end - p.start > cfg.max_phone_s and word not in FILLERS:
-                raise AlignmentFailed(f"phone {p.phone!r} of {word!r} lasts {p.end - p.start:.2f} s "
-                                      f"(limit {cfg.max_phone_s:g} s): the transcript may not match the audio")
-        loud = _loud_frames(audio, cfg.loud_db)
-        for p in phonemes:
-            if p.phone in SILENCE:
-                held = int(loud[int(round(p.start * FRAME_RATE)):int(round(p.end * FRAME_RATE))].sum())
-                if held / FRAME_RATE > cfg.max_loud_silence_s:
-                    raise AlignmentFailed(f"{held / FRAME_RATE:.2f} s of loud audio aligned to the silence at "
-                                          f"{p.start:.2f} s: the audio says more than the transcript")
-        shortest = np.mean([p.end - p.start <= (SHORTEST_FRAMES + 0.5) / FRAME_RATE for p in speech])
-        if len(speech) >= MIN_PHONES_FOR_SHARE and shortest > cfg.max_shortest_share:
-            raise AlignmentFailed(f"{shortest:.0%} of the phones are squeezed to the shortest length "
-                                  f"(limit {cfg.max_shortest_share:.0%}): the transcript says more than the audio")
+def misfit(phonemes: list[Phoneme], words: list[Word], loud: np.ndarray, config: AlignConfig) -> str | None:
+    """The sanity check of the module doc on a path (all of a clip's, or a stretch of it): the first
+    thing that fails, in one line, or None. `loud` is the clip's `_loud_frames`."""
+    speech = [p for p in phonemes if p.phone not in SILENCE]
+    if not speech:
+        return "the alignment has no speech phones"
+    for p in speech:
+        word = next((w.text for w in words if w.start <= p.start < w.end), "?")
+        if p.end - p.start > config.max_phone_s and word not in FILLERS:
+            return (f"phone {p.phone!r} of {word!r} lasts {p.end - p.start:.2f} s "
+                    f"(limit {config.max_phone_s:g} s): the transcript may not match the audio")
+    for p in phonemes:
+        if p.phone in SILENCE and _loud_seconds(loud, p) > config.max_loud_silence_s:
+            return (f"{_loud_seconds(loud, p):.2f} s of loud audio aligned to the silence at "
+                    f"{p.start:.2f} s: the audio says more than the transcript")
+    shortest = np.mean([p.end - p.start <= (SHORTEST_FRAMES + 0.5) / FRAME_RATE for p in speech])
+    if len(speech) >= MIN_PHONES_FOR_SHARE and shortest > config.max_shortest_share:
+        return (f"{shortest:.0%} of the phones are squeezed to the shortest length "
+                f"(limit {config.max_shortest_share:.0%}): the transcript says more than the audio")
+    return None
+
+
+def fitting_span(alignment: Alignment, audio: np.ndarray, config: AlignConfig, min_seconds: float) -> Span | None:
+    """The longest run of a path's pause-separated stretches that pass `misfit` each, with their
+    pauses quiet, as a Span reaching SPAN_MARGIN_S into the pauses around it; None if none lasts
+    min_seconds."""
+    phones = alignment.phonemes
+    loud = _loud_frames(np.asarray(audio, np.float32).reshape(-1), config.loud_db)
+    pauses = [i for i, p in enumerate(phones) if p.phone in SILENCE and p.end - p.start >= MIN_PAUSE_S]
+    edges = [-1] + pauses + [len(phones)]
+
+    def quiet(i: int) -> bool:
+        return i in (-1, len(phones)) or _loud_seconds(loud, phones[i]) <= config.max_loud_silence_s
+
+    best, run_from = None, None
+    for left, right in zip(edges, edges[1:]):
+        stretch = phones[left + 1:right]
+        if not (quiet(left) and quiet(right) and misfit(stretch, alignment.words, loud, config) is None):
+            run_from = None
+            continue
+        run_from = left if run_from is None else run_from
+        start = 0.0 if run_from == -1 else max(phones[run_from].start, phones[run_from].end - SPAN_MARGIN_S)
+        end = phones[-1].end if right == len(phones) else min(phones[right].end, phones[right].start + SPAN_MARGIN_S)
+        if end - start >= min_seconds and (best is None or end - start > best[1] - best[0]):
+            best = (start, end)
+    if best is None:
+        return None
+    words = tuple(w.text for w in alignment.words if best[0] <= (w.start + w.end) / 2 < best[1])
+    return Span(best[0], best[1], words) if words else None
+
+
+def _loud_seconds(loud: np.ndarray, phone: Phoneme) -> float:
+    """Seconds of loud 10 ms frames within a phone's time."""
+    return float(loud[int(round(phone.start * FRAME_RATE)):int(round(phone.end * FRAME_RATE))].sum()) / FRAME_RATE
 
 
 def _our_phone(cmu: str, stress: int | None) -> str:

@@ -22,7 +22,12 @@ groups by it), text, the aligner, the word timings, the audio file, split, the
 label seed and style. A clip whose transcript has words the dictionaries lack,
 or whose transcript does not fit its audio, is skipped: its manifest entry says
 why, DATA/skipped.tsv lists every skipped clip, and the rest is built. `--dict`
-adds a CMU-style pronunciation file for missing words.
+adds a CMU-style pronunciation file for missing words. With `--salvage` (meant for
+transcripts a recogniser wrote, `corpus transcribe`), a clip whose transcript fits
+only part of it keeps the longest part between pauses that fits, if it lasts
+MIN_SALVAGE_S (data/align.py, `align_fitting_part`): the clip is that part, its
+`text` the words in it, and `salvaged` in its metadata says where it was cut from,
+the whole transcript and why the whole did not fit.
 
 Resumable and parallel as `corpus synth` (data/jobs.py): made clips are kept,
 clips skipped or failed before are tried again (a new --dict may fix them).
@@ -41,6 +46,7 @@ import numpy as np
 
 from ..errors import TalkmotionError
 from ..files import write_text
+from ..timing import SAMPLE_RATE
 from . import jobs
 from . import clips
 from .clips import Clip, ClipBatch, Manifest, clip_path, read_dataset, save_clip
@@ -49,6 +55,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")
 DEFAULT_SPLIT = "dev"
 DEFAULT_TIMEOUT_S = 120.0
 SKIPPED_FILE = "skipped.tsv"
+MIN_SALVAGE_S = 2.0       # shortest part of a misfit clip that --salvage keeps
 
 
 class CorpusAlignError(TalkmotionError, ValueError):
@@ -79,6 +86,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input-split", metavar="SPLIT",
                         help="re-time only the clips of this split of an input clip set (e.g. test)")
     parser.add_argument("--dict", metavar="FILE", help="extra pronunciations, CMU style: `WORD  HH AH0 L OW1`")
+    parser.add_argument("--salvage", action="store_true",
+                        help="where a transcript fits only part of its clip (a recogniser's, missing a word), "
+                             f"keep the longest part between pauses that fits, if it lasts {MIN_SALVAGE_S:g} s")
     parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="parallel worker processes (default: CPU count, at most 2)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
@@ -97,10 +107,10 @@ def run(args) -> int:
     root = Path(args.output)
     if root.resolve() == Path(args.input).resolve():
         raise CorpusAlignError(f"-o {root}: write the aligned clips to another folder than the input")
-    info = {"command": "corpus align", "input": str(args.input), "dict": args.dict}
+    info = {"command": "corpus align", "input": str(args.input), "dict": args.dict, "salvage": args.salvage}
     source = args.source or Path(args.input).stem
     report = build(root, jobs_, source, args.split, args.dict, args.workers, args.timeout, info,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, salvage=args.salvage)
     print(summary(report, root))
     for line in report.failures:
         print(f"talkmotion corpus: failed: {line}", file=sys.stderr)
@@ -195,14 +205,24 @@ def _unique(found: list[AlignJob], where: Path) -> list[AlignJob]:
 
 # --- one clip ----------------------------------------------------------------------
 
-def make_clip(job: AlignJob, aligner, root: Path, source: str, split: str) -> dict:
-    """Align, label and save one clip → its manifest entry; {"skipped": reason} when the aligner refuses it."""
-    from .align import AlignError
+def make_clip(job: AlignJob, aligner, root: Path, source: str, split: str, salvage: bool = False) -> dict:
+    """Align, label and save one clip → its manifest entry; {"skipped": reason} when the aligner refuses it.
+    With `salvage`, a clip whose transcript fits only part of it becomes that part (module doc)."""
+    from .align import AlignError, MisfitAlignment
     from .visemes import draw_style, make_labels, style_dict
 
     audio, meta, style = _audio_and_meta(job, source, split)
     try:
         result = aligner.align(audio, job.text)
+    except MisfitAlignment as err:
+        part = aligner.align_fitting_part(audio, err, MIN_SALVAGE_S) if salvage else None
+        if part is None:
+            tried = f"; no part of at least {MIN_SALVAGE_S:g} s fits" if salvage else ""
+            return {"skipped": f"{err}{tried}", **_job_fields(job)}
+        span, result = part
+        audio = audio[int(round(span.start * SAMPLE_RATE)):int(round(span.end * SAMPLE_RATE))]
+        meta.update(text=" ".join(span.words), salvaged={
+            "start_s": round(span.start, 3), "end_s": round(span.end, 3), "transcript": job.text, "reason": str(err)})
     except AlignError as err:
         return {"skipped": str(err), **_job_fields(job)}
     style = style or draw_style(np.random.default_rng([meta["seed"], 1]))
@@ -267,6 +287,7 @@ class AlignRunner(jobs.Runner):
     source: str
     split: str
     dictionary: str | None
+    salvage: bool = False
 
     job_errors = (ValueError,)      # unreadable audio or clip: this input, not the worker
 
@@ -276,7 +297,7 @@ class AlignRunner(jobs.Runner):
         self._aligner = Aligner(pronunciations=self.dictionary)
 
     def run(self, job: AlignJob, progress) -> dict:
-        return make_clip(job, self._aligner, Path(self.root), self.source, self.split)
+        return make_clip(job, self._aligner, Path(self.root), self.source, self.split, self.salvage)
 
 
 class AlignBatch(ClipBatch):
@@ -284,7 +305,8 @@ class AlignBatch(ClipBatch):
     meta_only = META_ONLY
 
     def made(self, fields: dict, job: AlignJob) -> bool:
-        return fields.get("text") == job.text and fields.get("timings") == "aligner"
+        transcript = (fields.get("salvaged") or {}).get("transcript", fields.get("text"))
+        return transcript == job.text and fields.get("timings") == "aligner"
 
     def describe(self, job: AlignJob) -> str:
         return f"{job.id} ({job.audio})"
@@ -294,6 +316,7 @@ class AlignBatch(ClipBatch):
             self.manifest.record(job.id, "skipped", save=False, error=entry.pop("skipped"), **entry)
             self.report.tally["skipped_by_aligner"] += 1
             return
+        self.report.tally["salvaged"] += "salvaged" in entry
         super().on_done(job, entry)
 
     def on_failed(self, job: AlignJob, reason: str) -> None:
@@ -301,13 +324,13 @@ class AlignBatch(ClipBatch):
 
 
 def build(root: Path, found: list[AlignJob], source: str, split: str, dictionary: str | None, workers: int,
-          timeout: float, info: dict, progress: bool = True) -> jobs.Report:
+          timeout: float, info: dict, progress: bool = True, salvage: bool = False) -> jobs.Report:
     """Align every pair not already made; skipped and failed clips are recorded, never raised."""
     root.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(root, info=info)
     manifest.info.update(info)
     config = jobs.PoolConfig(workers=workers, timeout=timeout, progress=progress)
-    runner = AlignRunner(str(root), source, split, dictionary)
+    runner = AlignRunner(str(root), source, split, dictionary, salvage)
     report = AlignBatch(root, manifest).run(found, runner, config)
     write_skipped(root, manifest, {j.id for j in found})
     return report
@@ -326,6 +349,8 @@ def write_skipped(root: Path, manifest: Manifest, ids: set[str]) -> None:
 
 def summary(report: jobs.Report, root: Path) -> str:
     skipped = report.tally["skipped_by_aligner"]
-    return (f"corpus align: {report.done - skipped} clips made, {skipped} skipped (see {root / SKIPPED_FILE}), "
+    salvaged = report.tally["salvaged"]
+    part = f" ({salvaged} of them the part of their clip that fits)" if salvaged else ""
+    return (f"corpus align: {report.done - skipped} clips made{part}, {skipped} skipped (see {root / SKIPPED_FILE}), "
             f"{report.skipped} already done, {report.failed} failed; {report.tally['audio_s']:.1f} s of audio "
             f"in {report.wall_seconds:.1f} s → {root / 'manifest.json'}")
