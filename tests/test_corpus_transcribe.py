@@ -3,10 +3,12 @@ packs of recordings written down, resumed, bad files reported, and the TSV timed
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pytest
+import soundfile
 
 from talkmotion.asr import Vocabulary, WhisperRecognizer
 from talkmotion.assets import SAMPLE_SPEECH, WHISPER_TINY_EN, WHISPER_TINY_EN_VOCABULARY
@@ -108,13 +110,15 @@ def test_packs_keep_each_speakers_order_and_length(tmp_path):
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
-    """The sample speech cut at its first pause into two files of one speaker, and a broken file."""
+    """The sample speech cut at its first pause into two files of one speaker with a third whose
+    samples are NaN, and a broken file."""
     root = tmp_path_factory.mktemp("transcribe") / "speech"
     speech = load_audio(SAMPLE_SPEECH)
     cut = int(2.5 * 16000)
     (root / "ann").mkdir(parents=True)
     write_wav(root / "ann" / "a.wav", speech[:cut])
     write_wav(root / "ann" / "b.wav", speech[cut:])
+    soundfile.write(root / "ann" / "c.wav", np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
     (root / "bob").mkdir()
     (root / "bob" / "broken.wav").write_bytes(b"RIFF not really a wave file")
     return root
@@ -130,6 +134,10 @@ def test_transcribed_packs_are_aligned_into_rule_labelled_clips(recordings, tmp_
     assert transcribe(recordings, out) == 0
     printed = capsys.readouterr()
     assert "1 packs transcribed" in printed.out and "1 failed" in printed.out and "broken.wav" in printed.err
+    assert "1 undecodable files left out" in printed.out and "c.wav: 8000 samples are NaN" in printed.err
+    pack = json.loads((out / "manifest.json").read_text())["packs"]["ann/00000"]
+    assert [m.rpartition("/")[2] for m in pack["members"]] == ["a.wav", "b.wav", "c.wav"]
+    assert len(pack["dropped"]) == 1 and "c.wav" in pack["dropped"][0]
     rows = [line.split("\t") for line in (out / "transcripts.tsv").read_text().splitlines()
             if not line.startswith("#")]
     assert len(rows) == 1 and rows[0][0] == "packs/ann/00000.wav" and rows[0][2] == "ann"

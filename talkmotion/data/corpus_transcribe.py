@@ -16,8 +16,9 @@ FOLDER/packs/<speaker>/<n>.wav holds each pack as 16 kHz WAV; FOLDER/transcripts
 at the end of every run, lists `audio<TAB>transcript<TAB>speaker` for each pack with text:
 the TSV `corpus align` reads. Whisper's digits are spelled out (`spell_numbers`) because the
 aligner's dictionary has no digits, and FOLDER/guessed.dict gives flite's pronunciations of the
-other words it lacks (data/guess_words.py: names, coinages), for `corpus align --dict`. A file that cannot be decoded fails its pack, which is
-recorded and the rest built.
+other words it lacks (data/guess_words.py: names, coinages), for `corpus align --dict`. A file that cannot be decoded is
+left out of its pack (its manifest entry's `dropped` names it and says why, and the run reports it);
+a pack none of whose files can be decoded fails, is recorded, and the rest is built.
 
 Resumable and parallel as the other corpus actions (data/jobs.py): FOLDER/manifest.json keeps
 each pack's members and text; a rerun transcribes only what is not settled, failed packs again.
@@ -89,16 +90,18 @@ def run(args) -> int:
         check_asset(asset)                                        # worker starts (each worker loads the model)
     packs = plan_packs(find_recordings(source, args.speaker), args.pack_seconds)
     manifest = TranscriptManifest(root / "manifest.json", {"command": "corpus transcribe", "input": str(source)})
-    report = TranscribeBatch(root, manifest).run(
-        packs, TranscribeRunner(str(root)),
-        jobs.PoolConfig(workers=args.workers, timeout=args.timeout, progress=not args.no_progress))
+    batch = TranscribeBatch(root, manifest)
+    report = batch.run(packs, TranscribeRunner(str(root)),
+                       jobs.PoolConfig(workers=args.workers, timeout=args.timeout, progress=not args.no_progress))
     written = write_tsv(root, manifest)
     guessed = guess_unknown_words(root, manifest)
     print(f"corpus transcribe: {report.done} packs transcribed, {report.skipped} already done, "
-          f"{report.failed} failed; {written} with text → {root / TSV_NAME}; {guessed} words the aligner "
+          f"{report.failed} failed, {len(batch.dropped)} undecodable files left out of their packs; {written} with text → {root / TSV_NAME}; {guessed} words the aligner "
           f"lacks guessed → {root / DICT_NAME}")
     for line in report.failures:
         print(f"talkmotion corpus: failed: {line}", file=sys.stderr)
+    for line in batch.dropped:
+        print(f"talkmotion corpus: left out: {line}", file=sys.stderr)
     return 0 if written else 1
 
 
@@ -149,14 +152,23 @@ def audio_seconds(path: str) -> float | None:
         return None
 
 
-def joined(members: tuple[str, ...]) -> np.ndarray:
-    from ..audio import load_audio
+def joined(members: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+    """The members that decode, joined with PACK_GAP_S gaps, and `path: reason` for each that does not;
+    AudioError if none does."""
+    from ..audio import AudioError, load_audio
 
     gap = np.zeros(int(PACK_GAP_S * SAMPLE_RATE), np.float32)
-    parts = []
-    for n, path in enumerate(members):
-        parts += ([gap] if n else []) + [load_audio(path, max_seconds=MAX_SECONDS)]
-    return np.concatenate(parts)
+    parts, dropped = [], []
+    for path in members:
+        try:
+            audio = load_audio(path, max_seconds=MAX_SECONDS)
+        except AudioError as err:
+            dropped.append(str(err) if path in str(err) else f"{path}: {err}")
+            continue
+        parts += ([gap] if parts else []) + [audio]
+    if not parts:
+        raise AudioError("; ".join(dropped))
+    return np.concatenate(parts), dropped
 
 
 # --- numbers --------------------------------------------------------------------
@@ -206,13 +218,13 @@ class TranscribeRunner(jobs.Runner):
     def run(self, pack: Pack, progress) -> dict:
         from ..audio import write_wav
 
-        audio = joined(pack.members)
+        audio, dropped = joined(pack.members)
         wav = pack_path(Path(self.root), pack)
         wav.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(wav) as tmp:
             write_wav(tmp, audio)
         text = spell_numbers(self._recognizer.transcribe([audio])[0])
-        return {"text": text, "seconds": round(len(audio) / SAMPLE_RATE, 3)}
+        return {"text": text, "seconds": round(len(audio) / SAMPLE_RATE, 3), **({"dropped": dropped} if dropped else {})}
 
 
 def pack_path(root: Path, pack: Pack) -> Path:
@@ -232,6 +244,7 @@ class TranscribeBatch(jobs.Batch):
     def __init__(self, root: Path, manifest: TranscriptManifest):
         super().__init__(manifest)
         self.root = root
+        self.dropped: list[str] = []     # `path: reason` of each member this run left out of its pack
 
     def key(self, pack: Pack) -> str:
         return pack.id
@@ -252,6 +265,7 @@ class TranscribeBatch(jobs.Batch):
 
     def on_done(self, pack: Pack, payload: dict) -> None:
         self.report.tally["audio_s"] += payload["seconds"]
+        self.dropped += payload.get("dropped", [])
         self.manifest.record(pack.id, "done", save=False, speaker=pack.speaker, members=list(pack.members),
                              **payload)
 
