@@ -86,6 +86,8 @@ def test_digits_are_spelled_for_the_aligner():
     assert spell_numbers("I have 6 apples.") == "I have six apples."
     assert spell_numbers("1,200 men and 19 women") == "one thousand two hundred men and nineteen women"
     assert spell_numbers("in 2024") == "in two thousand twenty four"
+    assert spell_numbers("5, 4, 3, 2, 1, go! 1,200, then") == "five, four, three, two, one, go! " \
+                                                                 "one thousand two hundred, then"
     assert spell_numbers("the 3rd of 2.5 ways, K9") == "the 3rd of 2.5 ways, K9"    # left for the aligner to refuse
 
 

@@ -198,7 +198,7 @@ def spell_numbers(text: str) -> str:
         digits = match.group(0).replace(",", "")
         return number_words(int(digits)) if len(digits) <= 9 else match.group(0)
 
-    return re.sub(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?![\w,]|\.\d)|(?<![\w.,])\d+(?![\w,]|\.\d)", spell, text)
+    return re.sub(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?!\w|[,.]\d)|(?<![\w.,])\d+(?!\w|[,.]\d)", spell, text)
 
 
 # --- workers and the manifest -------------------------------------------------------
