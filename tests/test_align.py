@@ -14,7 +14,7 @@ from talkmotion import metrics
 from talkmotion.audio import SAMPLE_RATE, write_wav
 from talkmotion.cli import main
 from talkmotion.data import align, tts_espeak
-from talkmotion.data.clips import load_clip, read_dataset
+from talkmotion.data.clips import Phoneme, load_clip, read_dataset
 from talkmotion.data.phonemes import BILABIAL, PHONES
 
 pytestmark = pytest.mark.slow   # `make test-fast` leaves these out: see tests/conftest.py
@@ -178,6 +178,40 @@ def test_no_part_is_kept_when_none_lasts_long_enough(aligner):
         aligner.align(speech.audio, "The cat sat on the mat.")
     assert failed.value.alignment.words[-1].text == "mat"
     assert aligner.align_fitting_part(speech.audio, failed.value, min_seconds=2.0) is None
+
+
+def _path_of(stretches, pauses):
+    """An Alignment of speech stretches [(word, start, end, phone seconds)] with silences between, and
+    audio that is loud in speech and in the pauses named loud in `pauses` ({start: loud})."""
+    phonemes, words = [], []
+    audio = np.zeros(int(stretches[-1][2] * SAMPLE_RATE), np.float32)
+    noise = np.random.default_rng(0).normal(0, 0.3, audio.size).astype(np.float32)
+    for word, start, end, step in stretches:
+        if phonemes and phonemes[-1].end < start:
+            phonemes.append(Phoneme("sil", phonemes[-1].end, start))
+            if pauses.get(phonemes[-1].start):
+                audio[int(phonemes[-1].start * SAMPLE_RATE):int(start * SAMPLE_RATE)] = 0.3
+        times = list(np.arange(start, end - 1e-9, step)) + [end]
+        phonemes += [Phoneme("aa", a, b) for a, b in zip(times, times[1:])]
+        words.append(align.Word(word, start, end))
+        audio[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)] = noise[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)]
+    return align.Alignment(phonemes, words), audio
+
+
+def test_the_fitting_span_is_the_longest_run_of_good_stretches_between_quiet_pauses():
+    config = align.AlignConfig()
+    stretches = [("one", 0.0, 2.5, 0.25), ("two", 3.0, 5.5, 0.25), ("three", 6.0, 7.0, 0.5 + 0.3),
+                 ("four", 7.5, 8.5, 0.25)]                     # "three" holds a phone of 0.8 s
+    path, audio = _path_of(stretches, {})
+    assert align.misfit(path.phonemes, path.words, align._loud_frames(audio, config.loud_db), config).startswith(
+        "phone 'aa' of 'three' lasts 0.80 s")
+    span = align.fitting_span(path, audio, config, min_seconds=2.0)
+    assert (span.start, span.words) == (0.0, ("one", "two"))
+    assert span.end == pytest.approx(5.5 + align.SPAN_MARGIN_S)   # into the pause after "two", not across it
+    assert align.fitting_span(path, audio, config, min_seconds=6.0) is None
+    path, audio = _path_of(stretches, {2.5: True})                 # speech in the pause between one and two
+    assert align.fitting_span(path, audio, config, min_seconds=2.0) is None   # both spoilt; "four" is short
+    assert align.fitting_span(path, audio, config, min_seconds=1.0).words == ("four",)
 
 
 def test_corpus_align_reads_a_tsv_list(tmp_path):
