@@ -136,6 +136,11 @@ class Span:
     end: float
     words: tuple[str, ...]
 
+    def cut(self, audio: np.ndarray) -> np.ndarray:
+        """The span's samples of a clip's 16 kHz audio (N,)."""
+        return np.asarray(audio, np.float32).reshape(-1)[int(round(self.start * SAMPLE_RATE)):
+                                                         int(round(self.end * SAMPLE_RATE))]
+
 
 # --- text ------------------------------------------------------------------------
 
@@ -252,10 +257,8 @@ class Aligner:
         span = fitting_span(failed.alignment, audio, self.config, min_seconds)
         if span is None:
             return None
-        part = np.asarray(audio, np.float32).reshape(-1)[int(round(span.start * SAMPLE_RATE)):
-                                                          int(round(span.end * SAMPLE_RATE))]
         try:
-            return span, self.align(part, " ".join(span.words))
+            return span, self.align(span.cut(audio), " ".join(span.words))
         except AlignError:
             return None
 

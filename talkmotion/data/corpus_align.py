@@ -46,7 +46,6 @@ import numpy as np
 
 from ..errors import TalkmotionError
 from ..files import write_text
-from ..timing import SAMPLE_RATE
 from . import jobs
 from . import clips
 from .clips import Clip, ClipBatch, Manifest, clip_path, read_dataset, save_clip
@@ -220,7 +219,7 @@ def make_clip(job: AlignJob, aligner, root: Path, source: str, split: str, salva
             tried = f"; no part of at least {MIN_SALVAGE_S:g} s fits" if salvage else ""
             return {"skipped": f"{err}{tried}", **_job_fields(job)}
         span, result = part
-        audio = audio[int(round(span.start * SAMPLE_RATE)):int(round(span.end * SAMPLE_RATE))]
+        audio = span.cut(audio)
         meta.update(text=" ".join(span.words), salvaged={
             "start_s": round(span.start, 3), "end_s": round(span.end, 3), "transcript": job.text, "reason": str(err)})
     except AlignError as err:
