@@ -178,3 +178,20 @@ def test_flite_guesses_a_word_the_aligner_lacks(tmp_path):
     phones = guessed["shreveman"]
     assert phones[:2] == ["SH", "R"] and "M" in phones and phones[-1] == "N"
     assert Aligner(pronunciations=tmp_path / "guessed.dict").unknown_words(["shreveman"]) == []
+
+
+def test_lengthened_words_are_looked_up_shortened_not_spelled(tmp_path):
+    """Whisper writes held sounds as letters said many times; flite would spell "mmm" as "em em em"."""
+    from talkmotion.data.align import Aligner
+    from talkmotion.data.guess_words import shortened_forms, write_guesses
+
+    assert shortened_forms("aaaahhh") == ["aahh", "ah"]
+    aligner = Aligner()
+    words = ["ooooh", "aaaahhh", "mmm", "waaaasps", "shhhh"]
+    guessed = write_guesses(tmp_path / "guessed.dict", words, aligner)
+    assert guessed["ooooh"] == aligner.stressed["ooh"][0]
+    assert guessed["aaaahhh"] == aligner.stressed["ah"][0]
+    assert guessed["mmm"] == ["M"]
+    assert guessed["waaaasps"] == aligner.stressed["wasps"][0]
+    assert "SH" in guessed["shhhh"] and len(guessed["shhhh"]) <= 2
+    assert Aligner(pronunciations=tmp_path / "guessed.dict").unknown_words(words) == []

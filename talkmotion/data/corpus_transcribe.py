@@ -286,7 +286,9 @@ def write_tsv(root: Path, manifest: TranscriptManifest) -> int:
 
 def guess_unknown_words(root: Path, manifest: TranscriptManifest) -> int:
     """FOLDER/guessed.dict: flite's pronunciations of the transcripts' words the aligner lacks."""
+    from .align import Aligner
     from .guess_words import unknown_words, write_guesses
 
     texts = [e["text"] for e in manifest.entries.values() if e["status"] == "done"]
-    return len(write_guesses(root / DICT_NAME, unknown_words(texts)))
+    aligner = Aligner()
+    return len(write_guesses(root / DICT_NAME, unknown_words(texts, aligner), aligner))
