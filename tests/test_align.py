@@ -203,15 +203,16 @@ def test_the_fitting_span_is_the_longest_run_of_good_stretches_between_quiet_pau
     stretches = [("one", 0.0, 2.5, 0.25), ("two", 3.0, 5.5, 0.25), ("three", 6.0, 7.0, 0.5 + 0.3),
                  ("four", 7.5, 8.5, 0.25)]                     # "three" holds a phone of 0.8 s
     path, audio = _path_of(stretches, {})
-    assert align.misfit(path.phonemes, path.words, align._loud_frames(audio, config.loud_db), config).startswith(
-        "phone 'aa' of 'three' lasts 0.80 s")
-    span = align.fitting_span(path, audio, config, min_seconds=2.0)
+    loud = align._loud_frames(audio, config.loud_db)
+    assert align.misfit(path.phonemes, path.words, loud, config).startswith("phone 'aa' of 'three' lasts 0.80 s")
+    span = align.fitting_span(path, loud, config, min_seconds=2.0)
     assert (span.start, span.words) == (0.0, ("one", "two"))
     assert span.end == pytest.approx(5.5 + align.SPAN_MARGIN_S)   # into the pause after "two", not across it
-    assert align.fitting_span(path, audio, config, min_seconds=6.0) is None
+    assert align.fitting_span(path, loud, config, min_seconds=6.0) is None
     path, audio = _path_of(stretches, {2.5: True})                 # speech in the pause between one and two
-    assert align.fitting_span(path, audio, config, min_seconds=2.0) is None   # both spoilt; "four" is short
-    assert align.fitting_span(path, audio, config, min_seconds=1.0).words == ("four",)
+    loud = align._loud_frames(audio, config.loud_db)
+    assert align.fitting_span(path, loud, config, min_seconds=2.0) is None   # both spoilt; "four" is short
+    assert align.fitting_span(path, loud, config, min_seconds=1.0).words == ("four",)
 
 
 def test_corpus_align_reads_a_tsv_list(tmp_path):

@@ -43,7 +43,7 @@ through anyway:
   * at most max_shortest_share of the speech phones sit at the decoder's
     shortest possible length (3 frames, 30 ms): words the audio lacks are
     crammed into too little time. Judged only with MIN_PHONES_FOR_SHARE phones.
-A path that fails the check is raised as MisfitAlignment, which carries it.
+A path that fails the check is raised as MisfitAlignment, which carries it and the loud frames.
 
 Keeping the part that fits (`Aligner.align_fitting_part`): a transcript from a
 recogniser often misses a word or two of a long recording, and the check then
@@ -109,11 +109,13 @@ class AlignmentFailed(AlignError):
 
 class MisfitAlignment(AlignmentFailed):
     """A path through the whole transcript that fails the sanity check; it is kept in `alignment`,
-    so a caller may look for a part that fits (`Aligner.align_fitting_part`)."""
+    with the clip's loud 10 ms frames the check used in `loud`, so a caller may look for a part
+    that fits (`Aligner.align_fitting_part`)."""
 
-    def __init__(self, reason: str, alignment: "Alignment"):
+    def __init__(self, reason: str, alignment: "Alignment", loud: np.ndarray):
         super().__init__(reason)
         self.alignment = alignment
+        self.loud = loud
 
 
 @dataclass
@@ -244,9 +246,10 @@ class Aligner:
         phonemes, timed_words = self._convert(segments, audio.size, pad.size / SAMPLE_RATE)
         if [w.text for w in timed_words] != words:
             raise AlignmentFailed("the aligner's path skipped or repeated words of the transcript")
-        problem = misfit(phonemes, timed_words, _loud_frames(audio, self.config.loud_db), self.config)
+        loud = _loud_frames(audio, self.config.loud_db)
+        problem = misfit(phonemes, timed_words, loud, self.config)
         if problem:
-            raise MisfitAlignment(problem, Alignment(phonemes, timed_words))
+            raise MisfitAlignment(problem, Alignment(phonemes, timed_words), loud)
         return Alignment(phonemes, timed_words)
 
     def align_fitting_part(self, audio: np.ndarray, failed: MisfitAlignment,
@@ -254,7 +257,7 @@ class Aligner:
         """The longest part of a clip whose misfit path `failed` holds a run of stretches that pass the
         check (see the module doc), aligned again on its own: (its span in the clip, its alignment), or
         None if no such part lasts min_seconds or its own alignment fails."""
-        span = fitting_span(failed.alignment, audio, self.config, min_seconds)
+        span = fitting_span(failed.alignment, failed.loud, self.config, min_seconds)
         if span is None:
             return None
         try:
@@ -334,12 +337,11 @@ def misfit(phonemes: list[Phoneme], words: list[Word], loud: np.ndarray, config:
     return None
 
 
-def fitting_span(alignment: Alignment, audio: np.ndarray, config: AlignConfig, min_seconds: float) -> Span | None:
+def fitting_span(alignment: Alignment, loud: np.ndarray, config: AlignConfig, min_seconds: float) -> Span | None:
     """The longest run of a path's pause-separated stretches that pass `misfit` each, with their
     pauses quiet, as a Span reaching SPAN_MARGIN_S into the pauses around it; None if none lasts
-    min_seconds."""
+    min_seconds. `loud` is the clip's `_loud_frames`."""
     phones = alignment.phonemes
-    loud = _loud_frames(np.asarray(audio, np.float32).reshape(-1), config.loud_db)
     pauses = [i for i, p in enumerate(phones) if p.phone in SILENCE and p.end - p.start >= MIN_PAUSE_S]
     edges = [-1] + pauses + [len(phones)]
 
