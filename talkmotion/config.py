@@ -153,12 +153,32 @@ def _inline_value(value, key: str):
 def load(cls, path: str | Path | None = None, overrides: dict | None = None):
     """Config file (if any) with `overrides` applied on top ("a.b" keys for nesting)."""
     data = read_config_file(path) if path else {}
+    return from_dict(cls, with_overrides(data, overrides), str(path) if path else "config")
+
+
+def with_overrides(data: dict, overrides: dict | None) -> dict:
+    """A copy of `data` with each "a.b" = value of `overrides` set (the tables on each key's
+    path are copied; the rest is shared with `data`)."""
+    data = dict(data)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
         for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
+            child = node.get(p, {})
+            if not isinstance(child, dict):
                 raise ConfigError(f"--set {dotted}: {p} is not a table")
+            node[p] = node = dict(child)
         node[leaf] = _inline_value(value, dotted)
-    return from_dict(cls, data, str(path) if path else "config")
+    return data
+
+
+def merged(base: dict, table: dict) -> dict:
+    """A copy of `base` with `table`'s settings over it: tables merge key by key, anything else
+    (a number, a text, a list such as data.sources) is replaced."""
+    out = dict(base)
+    for key, value in table.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,5 +1,7 @@
 """Training: `talkmotion train CONFIG.toml [--init CKPT] [--set key=value ...]`.
 
+A config may train in stages, each fine-tuning the one before (recipe.py).
+
 Read top to bottom: the config, the loss, the objective (the one module training
 differentiates), the Trainer (set-up, one step, validation, checkpoints, the loop).
 
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from . import labels
 from .checkpoint import (load_checkpoint, load_training_state, optimizer_state, optimizer_tensors,
                          save_checkpoint, save_training_state)
-from .config import ConfigError, load as load_config, to_dict
+from .config import ConfigError, to_dict
 from .data.augment import HEARING_PROBS
 from .data.dataset import ClipSet, DataConfig, StepBatches, has_split, whole_clip_batch
 from .data.phonemes import NO_PHONE, PHONE_CLASSES
@@ -588,9 +590,12 @@ def parse_sets(items: list[str]) -> dict:
 
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="TOML or JSON training config")
-    parser.add_argument("--init", default=None, help="fine-tune from this checkpoint")
+    parser.add_argument("--init", default=None,
+                        help="fine-tune from this checkpoint (a staged config then skips its earlier stages)")
     parser.add_argument("--out", default=None, help="run folder (overrides out_dir)")
     parser.add_argument("--steps", type=int, default=None, help="override optim.steps")
+    parser.add_argument("--stage", type=int, default=None, metavar="N",
+                        help="a staged config: train its stages 1 to N only (talkmotion/recipe.py)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set optim.lr=1e-3")
 
@@ -603,9 +608,11 @@ def run(args) -> int:
         overrides["out_dir"] = args.out
     if args.steps is not None:
         overrides["optim.steps"] = args.steps
-    cfg = load_config(TrainConfig, args.config, overrides)
-    last = train(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
+    from .recipe import train_recipe
+
+    first_rank = int(os.environ.get("RANK", "0")) == 0
+    cfg, last = train_recipe(args.config, overrides, train, args.stage, print if first_rank else (lambda line: None))
+    if first_rank:
         summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items())
         print(f"train: done, {summary}; model at {Path(cfg.out_dir) / 'model.safetensors'}")
     return 0

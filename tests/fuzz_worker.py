@@ -79,9 +79,8 @@ def seed_avatar(kind: str) -> bytes:
 
 
 def seed_config() -> bytes:
-    """The default model's first-stage recipe: a whole config that names no file it needs first
-    (configs/default.toml starts from that stage's output, which a test machine has not trained)."""
-    return (ROOT / "configs" / "default_base.toml").read_bytes()
+    """The default model's recipe: both stages, the second starting from the first's export."""
+    return (ROOT / "configs" / "default.toml").read_bytes()
 
 
 # --- loaders -----------------------------------------------------------------------------
@@ -107,10 +106,9 @@ def load_avatar_file(path: Path) -> None:
 
 
 def load_config_file(path: Path) -> None:
-    from talkmotion.config import load
-    from talkmotion.train import TrainConfig
+    from talkmotion.recipe import Recipe
 
-    load(TrainConfig, path)
+    Recipe(path).check()         # what `talkmotion train` checks before the first stage trains
 
 
 # --- mutations ---------------------------------------------------------------------------

@@ -331,46 +331,48 @@ def test_loss_weights_out_of_range_are_refused(field, value):
         from_dict(TrainConfig, {"loss": {field: value}})
 
 
-@pytest.mark.parametrize("name", ["default.toml", "default_base.toml", "finetune_video.toml", "quality.toml", "quality_hearings.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "finetune_video.toml", "quality.toml"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 
-    from talkmotion.config import load
-    from talkmotion.train import TrainConfig
+    from talkmotion.recipe import Recipe
 
-    cfg = load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / name, _earlier_stage(name))
+    recipe = Recipe(Path(__file__).resolve().parents[1] / "configs" / name, _earlier_stage(name))
+    recipe.check()
+    cfg = recipe.config(-1)
     assert cfg.data.sources and cfg.optim.steps > 0
 
 
 def _earlier_stage(config: str) -> dict:
-    """A second-stage recipe fine-tunes the first stage's output, which a test machine has not
-    trained: the embedded model it became stands in for it (`init` must name a file)."""
+    """A last stage fine-tunes an earlier stage's output, which a test machine has not trained:
+    the embedded model it became stands in for it (`init` must name a file)."""
     from talkmotion.assets import DEFAULT_MODEL, QUALITY_MODEL
     from talkmotion.config import read_config_file
 
-    path = Path(__file__).resolve().parents[1] / "configs" / config
+    data = read_config_file(Path(__file__).resolve().parents[1] / "configs" / config)
     stand_in = DEFAULT_MODEL if config.startswith("default") else QUALITY_MODEL
-    return {"init": str(stand_in)} if read_config_file(path).get("init") else {}
+    return {"init": str(stand_in)} if data.get("init") or data.get("stage") else {}
 
 
-@pytest.mark.parametrize("name, config", [("default", "default.toml"), ("quality", "quality_hearings.toml")])
+@pytest.mark.parametrize("name, config", [("default", "default.toml"), ("quality", "quality.toml")])
 def test_each_embedded_models_config_is_the_recipe_it_was_trained_with(name, config):
-    """`talkmotion train configs/CONFIG` retrains the embedded model (the quality model's last
-    stage): same model, data, optimiser and loss as the run recorded in the model's header (read
-    as a config now reads it, so a setting added since then counts at its default)."""
+    """`talkmotion train configs/CONFIG` retrains the embedded model: its last stage has the same
+    model, data, optimiser and loss as the run recorded in the model's header (read as a config
+    now reads it, so a setting added since then counts at its default)."""
     from pathlib import Path
 
     from talkmotion.assets import EMBEDDED_MODELS
     from talkmotion.checkpoint import read_header
 
     shipped = EMBEDDED_MODELS[name].checkpoint
-    from talkmotion.config import from_dict, load, to_dict
+    from talkmotion.config import from_dict, to_dict
+    from talkmotion.recipe import Recipe
     from talkmotion.train import TrainConfig
 
     def as_json(config):
         return json.loads(json.dumps(to_dict(config)))   # tuples as the header's JSON lists
 
-    cfg = as_json(load(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / config, _earlier_stage(config)))
+    cfg = as_json(Recipe(Path(__file__).resolve().parents[1] / "configs" / config, _earlier_stage(config)).config(-1))
     trained = as_json(from_dict(TrainConfig, read_header(shipped)["training"]["config"]))
     assert not cfg["export"].startswith("talkmotion/")      # a run never writes into the package
     for section in ("model", "data", "optim", "loss", "seed", "cached_encoder", "cached_hearings"):
@@ -459,9 +461,3 @@ def test_a_run_never_exports_over_a_file_unless_told(tmp_path):
     assert load_checkpoint(target).dims == cfg.model
 
 
-def test_the_quality_models_second_stage_starts_from_the_first_stages_export():
-    from talkmotion.config import read_config_file
-
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    first, second = read_config_file(configs / "quality.toml"), read_config_file(configs / "quality_hearings.toml")
-    assert second["init"] == first["export"] and second["export"] != first["export"]
