@@ -64,7 +64,10 @@ class Recipe:
         self.count = len(stages)
         self.stages = [with_overrides(stages[n - 1], overrides) for n in self.numbers]
         self.chained = [False] + [True] * (len(self.stages) - 1)        # init: the stage before's export
-        for stage, later in zip(self.stages, self.stages[1:]):
+        for index, (stage, later) in enumerate(zip(self.stages, self.stages[1:])):
+            if not stage.get("export"):
+                raise ConfigError(f"{self.where(index)}: an override left this stage without an export, "
+                                  f"the file the next stage starts from")
             later["init"] = stage["export"]
         for key in ("out_dir", "export"):
             self._check_distinct(key)
@@ -78,7 +81,8 @@ class Recipe:
         for number, table in enumerate(tables, 1):
             where = f"{self.path} [[{STAGE_KEY}]] {number}"
             if number > 1 and "init" in table:
-                raise ConfigError(f"{where}: only the first stage may set init; the others start from the stage before")
+                raise ConfigError(f"{where}: only the first stage may set init; the others start from "
+                                  f"the stage before")
             missing = [key for key in ("out_dir", "export") if not table.get(key)]
             if missing:
                 raise ConfigError(f"{where}: needs its own {' and '.join(missing)} "
