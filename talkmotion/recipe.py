@@ -63,7 +63,6 @@ class Recipe:
             self.numbers = self.numbers[-1:]                            # from the given file instead
         self.count = len(stages)
         self.stages = [with_overrides(stages[n - 1], overrides) for n in self.numbers]
-        self.chained = [False] + [True] * (len(self.stages) - 1)        # init: the stage before's export
         for index, (stage, later) in enumerate(zip(self.stages, self.stages[1:])):
             if not stage.get("export"):
                 raise ConfigError(f"{self.where(index)}: an override left this stage without an export, "
@@ -100,11 +99,12 @@ class Recipe:
         return from_dict(TrainConfig, self.stages[index], self.where(index))
 
     def check(self) -> None:
-        """Build every stage's config, chained inits left out (they are made by the stages before)."""
+        """Build every stage's config; after the first, init (the stage before's export, not made
+        yet) is left out."""
         from .train import TrainConfig
 
-        for index, (stage, chained) in enumerate(zip(self.stages, self.chained)):
-            from_dict(TrainConfig, {**stage, "init": ""} if chained else stage, self.where(index))
+        for index, stage in enumerate(self.stages):
+            from_dict(TrainConfig, {**stage, "init": ""} if index else stage, self.where(index))
 
     def _check_distinct(self, key: str) -> None:
         values = [str(stage.get(key, "")) for stage in self.stages]

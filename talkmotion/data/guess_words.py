@@ -56,10 +56,11 @@ def shortened_forms(word: str) -> list[str]:
 
 def shortened_pronunciation(word: str, aligner: Aligner) -> list[str] | None:
     """The dictionary's pronunciation of a shortened form of `word`, or a hum's held consonant."""
-    for form in shortened_forms(word):
+    forms = shortened_forms(word)
+    for form in forms:
         if len(form) > 1 and aligner.stressed.get(form):
             return list(aligner.stressed[form][0])
-    return HUMS.get(shortened_forms(word)[-1])
+    return HUMS.get(forms[-1])
 
 
 def flite_guess(word: str) -> list[str] | None:
