@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "animate": ("talkmotion.animate", "animate speech files (or stdin PCM) into frames files"),
     "train": ("talkmotion.train", "train or fine-tune a model from a config file"),
     "eval": ("talkmotion.eval", "score a model or label source against phoneme-timed clips"),
+    "compare": ("talkmotion.compare", "choose between models on dev sets: figures per set, their mean, and "
+                                      "each difference with a bootstrap interval"),
     "corpus": ("talkmotion.data.corpus", "build clip sets: `corpus synth` (TTS), `corpus align` "
                                          "(speech + text), `corpus teach` (speech + a teacher model)"),
     "export": ("talkmotion.runtime.export", "export a model for ONNX Runtime: a folder that runs without torch"),

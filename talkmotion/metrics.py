@@ -360,21 +360,73 @@ def _jerk(values: np.ndarray, fps: float) -> np.ndarray:
     return np.diff(values, n=3, axis=0) * fps ** 3  # (T-3, C)
 
 
+@dataclass(frozen=True)
+class ClipLips:
+    """One clip's part of the frame-level lip metrics (see the module doc): what they pool
+    over clips, kept per clip so a resampling of clips can pool them again (lip_summary)."""
+    closed: np.ndarray           # (S,) bool: each p/b/m segment reached the closure threshold
+    open_frames: np.ndarray      # aperture on open-vowel core frames
+    closure_frames: np.ndarray   # aperture on p/b/m core frames
+    rounded_frames: np.ndarray   # rounding on rounded-vowel core frames
+    spread_frames: np.ndarray    # rounding on spread-vowel core frames
+    aperture: np.ndarray         # aperture on the clip's valid frames
+    openness: np.ndarray         # the openness curve on the same frames
+    silence_closed: int          # silence core frames at or below the threshold
+    silence_frames: int          # silence core frames
+
+
+def clip_lips(pred: np.ndarray, clip, threshold: float) -> ClipLips:
+    """A prediction (T, C) of one clip → its ClipLips, on the frames the clip's mask leaves valid."""
+    fps, t, ph, valid = clip.fps, len(pred), clip.phonemes, _valid(clip, pred)
+    ap, rnd = aperture(pred), rounding(pred)
+
+    def frames(values, phones):
+        return _joined([values[i] for i in segments_of(ph, phones, t, fps, valid)])
+
+    silent = silence_core(ph, t, fps, valid)
+    return ClipLips(
+        closed=np.array([ap[i].min() <= threshold for i in segments_of(ph, BILABIAL, t, fps, valid)], bool),
+        open_frames=frames(ap, OPEN_VOWELS), closure_frames=frames(ap, BILABIAL),
+        rounded_frames=frames(rnd, ROUNDED_VOWELS), spread_frames=frames(rnd, SPREAD_VOWELS),
+        aperture=ap[valid], openness=openness_curve(ph, t, fps)[valid],
+        silence_closed=int((ap[silent] <= threshold).sum()), silence_frames=int(silent.sum()))
+
+
+def lip_summary(parts: list[ClipLips]) -> dict:
+    """The frame-level lip metrics pooled over clips' ClipLips (None where undefined), with their counts."""
+    def pooled(name):
+        return _joined([getattr(p, name) for p in parts])
+
+    closed, open_frames, closure_frames = pooled("closed"), pooled("open_frames"), pooled("closure_frames")
+    rounded_frames, spread_frames, ap = pooled("rounded_frames"), pooled("spread_frames"), pooled("aperture")
+    silence_frames = sum(p.silence_frames for p in parts)
+    return {
+        "bilabial_closure": _share(int(closed.sum()), closed.size),
+        "bilabial_segments": int(closed.size),
+        "frame_open_closed_auc": roc_auc(open_frames, closure_frames),
+        "open_frames": int(open_frames.size),
+        "closure_frames": int(closure_frames.size),
+        "frame_rounding_auc": roc_auc(rounded_frames, spread_frames),
+        "rounded_frames": int(rounded_frames.size),
+        "spread_frames": int(spread_frames.size),
+        "openness_corr": pearson(ap, pooled("openness")),
+        "openness_frames": int(ap.size),
+        "silence_closure": _share(sum(p.silence_closed for p in parts), silence_frames),
+        "silence_frames": silence_frames,
+    }
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0)
+
+
 class _Totals:
     """Running sums over clips, so metrics pool segments and frames rather than average clip scores."""
 
     def __init__(self):
         c = labels.NUM_CHANNELS
-        self.bilabial: list[bool] = []
-        self.silence_closed = 0
-        self.silence_frames = 0
+        self.lips: list[ClipLips] = []                # per clip, the frame-level lip metrics' parts
         self.extremes: list[tuple[np.ndarray, np.ndarray]] = []   # per clip, see segment_extremes
-        self.open_frames: list[np.ndarray] = []       # aperture on open-vowel core frames
-        self.closure_frames: list[np.ndarray] = []    # aperture on p/b/m core frames
-        self.rounded_frames: list[np.ndarray] = []    # rounding on rounded-vowel core frames
-        self.spread_frames: list[np.ndarray] = []     # rounding on spread-vowel core frames
-        self.corr_pred: list[np.ndarray] = []         # aperture on each clip's valid frames
-        self.corr_openness: list[np.ndarray] = []     # the openness curve on the same frames
         self.rounded: list[float] = []
         self.spread: list[float] = []
         self.rounded_ref: list[float] = []
@@ -391,24 +443,16 @@ class _Totals:
         mask = np.asarray(getattr(clip, "mask", np.ones_like(ref, bool)), bool)
         valid = mask[:, _JAW]
         ph = clip.phonemes
-        ap, jaw, rnd = aperture(pred), pred[:, _JAW], rounding(pred)
-        closures, opens = segments_of(ph, BILABIAL, t, fps, valid), segments_of(ph, OPEN_VOWELS, t, fps, valid)
-        self.bilabial += [bool(ap[i].min() <= threshold) for i in closures]
-        self.extremes.append(_jaw_extremes(jaw, opens, closures))
-        self.closure_frames += [ap[i] for i in closures]
-        self.open_frames += [ap[i] for i in opens]
+        jaw, rnd = pred[:, _JAW], rounding(pred)
+        self.lips.append(clip_lips(pred, clip, threshold))
+        self.extremes.append(_jaw_extremes(jaw, segments_of(ph, OPEN_VOWELS, t, fps, valid),
+                                           segments_of(ph, BILABIAL, t, fps, valid)))
         ref_rnd = rounding(ref)
-        for phones, preds, refs, frames in ((ROUNDED_VOWELS, self.rounded, self.rounded_ref, self.rounded_frames),
-                                            (SPREAD_VOWELS, self.spread, self.spread_ref, self.spread_frames)):
+        for phones, preds, refs in ((ROUNDED_VOWELS, self.rounded, self.rounded_ref),
+                                    (SPREAD_VOWELS, self.spread, self.spread_ref)):
             for i in segments_of(ph, phones, t, fps, valid):
                 preds.append(rnd[i].mean())
                 refs.append(ref_rnd[i].mean())
-                frames.append(rnd[i])
-        self.corr_pred.append(ap[valid])
-        self.corr_openness.append(openness_curve(ph, t, fps)[valid])
-        silent = silence_core(ph, t, fps, valid)
-        self.silence_frames += int(silent.sum())
-        self.silence_closed += int((ap[silent] <= threshold).sum())
         self._add_lags(jaw, ref[:, _JAW], clip, valid)
         self._add_channels(pred, ref, mask, fps)
 
@@ -447,27 +491,13 @@ class _Totals:
         jn = np.maximum(self.jerk["n"], 1)
         open_jaw = np.concatenate([np.zeros(0)] + [o for o, _ in self.extremes])
         closure_jaw = np.concatenate([np.zeros(0)] + [c for _, c in self.extremes])
-        def pooled(parts):
-            return np.concatenate([np.zeros(0)] + parts)
-
         out = {
-            "bilabial_closure": _share(sum(self.bilabial), len(self.bilabial)),
-            "bilabial_segments": len(self.bilabial),
-            "frame_open_closed_auc": roc_auc(pooled(self.open_frames), pooled(self.closure_frames)),
-            "open_frames": int(pooled(self.open_frames).size),
-            "closure_frames": int(pooled(self.closure_frames).size),
-            "frame_rounding_auc": roc_auc(pooled(self.rounded_frames), pooled(self.spread_frames)),
-            "rounded_frames": int(pooled(self.rounded_frames).size),
-            "spread_frames": int(pooled(self.spread_frames).size),
-            "openness_corr": pearson(pooled(self.corr_pred), pooled(self.corr_openness)),
-            "openness_frames": int(pooled(self.corr_pred).size),
+            **lip_summary(self.lips),
             "open_closed_auc": roc_auc(open_jaw, closure_jaw),
             "open_segments": len(open_jaw),
             "rounding_auc": paired_auc(self.rounded, self.spread, self.rounded_ref, self.spread_ref),
             "rounded_segments": len(self.rounded),
             "spread_segments": len(self.spread),
-            "silence_closure": _share(self.silence_closed, self.silence_frames),
-            "silence_frames": self.silence_frames,
             "lag_ms": None if lag is None else lag * ms,
             "abs_lag_ms": None if lag is None else abs(lag) * ms,
             "energy_lag_ms": None if energy_lag is None else energy_lag * ms,
