@@ -49,6 +49,7 @@ from .metrics import summary_metrics
 from .model import ModelDims, TalkModel
 
 MOUTH_CLOSE = labels.index("mouthClose")
+JAW_OPEN = labels.index("jawOpen")
 
 
 class TrainingError(TalkmotionError, RuntimeError):
@@ -115,17 +116,20 @@ class LossConfig:
     distill_weight: float = 0.0     # squared error of a projection of the audio features against
                                     # Whisper's on the clean clip (data/teacher.py): teaches the encoder
                                     # speech as Whisper hears it. Training only, like the phone head
+    aperture_corr_weight: float = 0.0   # 1 - Pearson correlation of lip aperture (jawOpen - mouthClose)
+                                    # with the target's over each crop's valid frames: rewards the
+                                    # contrast between open and closed frames whatever its scale
     distill_layers: int = 2         # the teacher: Whisper tiny.en's blocks...
     distill_window: int = 64        # ...and the features each attends to
 
     def __post_init__(self):
         for name in ("beta", "velocity_weight", "std_floor", "closure_weight", "closure_level", "phone_weight",
-                     "distill_weight"):
+                     "distill_weight", "aperture_corr_weight"):
             _check(_finite(getattr(self, name)), f"loss.{name} must be a finite number, got {getattr(self, name)}")
         _check(self.distill_layers >= 1 and self.distill_window >= 2,
                f"loss.distill_layers must be at least 1 and distill_window at least 2, got "
                f"{self.distill_layers} and {self.distill_window}")
-        for name in ("velocity_weight", "closure_weight", "phone_weight", "distill_weight"):
+        for name in ("velocity_weight", "closure_weight", "phone_weight", "distill_weight", "aperture_corr_weight"):
             _check(getattr(self, name) >= 0, f"loss.{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("beta", "std_floor"):
             _check(getattr(self, name) > 0, f"loss.{name} must be above 0, got {getattr(self, name)}")
@@ -214,6 +218,34 @@ def masked_loss(pred, target, mask, scale, cfg: LossConfig) -> torch.Tensor:
     return loss
 
 
+APERTURE_MIN_STD = 0.01   # a crop whose target aperture moves less than this has no shape to follow
+                          # (speech moves it by about 0.1); also the floor under the predicted spread
+
+
+def aperture_corr_loss(pred, target, mask) -> torch.Tensor:
+    """Mean over crops of 1 - Pearson r between predicted and target lip aperture (jawOpen -
+    mouthClose, not floored, so closures below zero still rank) on the frames where both
+    channels are valid. Crops whose target aperture is flat (pauses) are left out; 0 if all are."""
+    valid = (mask[..., JAW_OPEN] & mask[..., MOUTH_CLOSE]).float()                  # (B, T)
+    count = valid.sum(1)
+
+    def centred(values):
+        ap = values[..., JAW_OPEN] - values[..., MOUTH_CLOSE]
+        mean = (ap * valid).sum(1, keepdim=True) / count.clamp(min=1)[:, None]
+        return (ap - mean) * valid
+
+    t = centred(target)
+    n = count.clamp(min=1)
+    t_var = (t * t).sum(1) / n
+    kept = (count >= 2) & (t_var > APERTURE_MIN_STD ** 2)
+    if not kept.any():
+        return pred.new_zeros(())
+    p, t, t_var, n = centred(pred)[kept], t[kept], t_var[kept], n[kept]
+    # The floor under the predicted variance keeps the gradient bounded when the prediction is flat.
+    r = ((p * t).sum(1) / n) / (((p * p).sum(1) / n + APERTURE_MIN_STD ** 2) * t_var).sqrt()
+    return (1 - r).mean()
+
+
 class PhoneHead(torch.nn.Module):
     """Training-only phone classifier on the audio features (the phone loss); never exported."""
 
@@ -289,6 +321,9 @@ class Objective(torch.nn.Module):
             memory = model.features(batch)
             pred = model(memory, batch["labels"].shape[1])
         loss = masked_loss(pred.float(), batch["labels"], batch["mask"], model.label_std, self.cfg.loss)
+        if self.cfg.loss.aperture_corr_weight:
+            loss = loss + self.cfg.loss.aperture_corr_weight * aperture_corr_loss(pred.float(), batch["labels"],
+                                                                                  batch["mask"])
         if self.phone_head is not None:
             loss = loss + self.cfg.loss.phone_weight * self.phone_head.loss(memory.float(), batch["phones"])
         if self.distill_head is not None:

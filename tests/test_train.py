@@ -194,6 +194,55 @@ def test_closure_weight_on_mouth_close_alone_leaves_the_jaw_unweighted():
     assert loss_with_error_on(2, close) == pytest.approx(loss_with_error_on(2, jaw))
 
 
+def test_aperture_corr_loss_follows_the_shape_of_the_aperture_not_its_scale():
+    import torch
+
+    from talkmotion import labels
+    from talkmotion.train import aperture_corr_loss
+
+    jaw, close = labels.index("jawOpen"), labels.index("mouthClose")
+    target = torch.zeros(2, 12, labels.NUM_CHANNELS)
+    target[0, :, jaw] = torch.tensor([0.0, 0.3, 0.5, 0.2, 0.0, 0.0, 0.4, 0.6, 0.3, 0.1, 0.0, 0.2])
+    target[0, [4, 5], close] = 0.4                         # a closure: aperture below zero
+    mask = torch.ones_like(target, dtype=torch.bool)      # crop 1 is a pause: flat, left out
+
+    def loss(pred, m=mask):
+        return float(aperture_corr_loss(pred, target, m))
+
+    assert loss(target) < 0.01                            # r = 1, less the floor's bias
+    louder = target.clone()
+    louder[..., jaw] = 2 * target[..., jaw] + 0.1
+    louder[..., close] = 2 * target[..., close]
+    assert loss(louder) == pytest.approx(loss(target), abs=0.005)   # scale and offset do not matter
+    assert loss(-target) > 1.98                           # the opposite shape: r = -1
+    shuffled = target[:, torch.randperm(12, generator=torch.Generator().manual_seed(0))]
+    assert 0.5 < loss(shuffled) < 1.9
+    # Frames the mask leaves out do not count, however wrong.
+    wrong = target.clone()
+    wrong[0, 7, jaw] = -5.0
+    masked = mask.clone()
+    masked[0, 7, jaw] = False
+    assert loss(wrong, masked) < 0.01 and loss(wrong) > 0.5
+    # Only pauses: nothing to follow. A flat prediction still gets a finite gradient.
+    assert float(aperture_corr_loss(target[1:], target[1:], mask[1:])) == 0.0
+    flat = torch.zeros_like(target, requires_grad=True)
+    aperture_corr_loss(flat, target, mask).backward()
+    assert torch.isfinite(flat.grad).all() and flat.grad[0, :, jaw].abs().sum() > 0
+
+
+def test_aperture_corr_weight_reaches_the_training_loss(tmp_path):
+    data = make_dataset(tmp_path / "d", count=3)
+    first = {}
+    for weight in (0.0, 2.0):
+        run = tmp_path / f"run{weight}"
+        train(load(TrainConfig, write_config(tmp_path / f"c{weight}.json", data, run, **{
+            "optim.steps": 2, "loss.aperture_corr_weight": weight})))
+        first[weight] = losses(run)[0]
+    # The same seed gives the same first batch and prediction; an untrained model's aperture
+    # is far from the target's shape, so the term adds most of its weight.
+    assert first[2.0] - first[0.0] > 0.5
+
+
 @pytest.mark.parametrize("first, then", [(0.0, 0.5), (0.5, 0.0)])
 def test_resuming_with_the_phone_loss_switched_is_refused_by_name(tmp_path, first, then):
     """The phone classifier's weights and optimiser state exist in one run and not the other."""
@@ -322,7 +371,7 @@ def test_distillation_teaches_a_head_the_model_never_carries(tmp_path):
 
 @pytest.mark.parametrize("field, value", [("closure_weight", -1.0), ("velocity_weight", -0.5), ("beta", 0.0),
                                           ("phone_weight", -0.1), ("phone_weight", float("nan")),
-                                          ("closure_weight", float("inf"))])
+                                          ("closure_weight", float("inf")), ("aperture_corr_weight", -1.0)])
 def test_loss_weights_out_of_range_are_refused(field, value):
     from talkmotion.config import from_dict
     from talkmotion.train import TrainConfig
