@@ -16,8 +16,9 @@ draws for every model, `--rounds` times, and the interval holds the middle
 sets can tell apart; one that holds zero is not: one of the MFA set's 79 p/b/m
 segments moves its closure by 0.013.
 
-Each set keeps its own closure threshold (from its reference labels), as in
-`eval`. `--energy` adds the energy jaw (eval's baseline) as one more column.
+A set of fewer than FEW_CLIPS clips is not resampled: its figures count in the
+mean as they are, without a spread of their own. Each set keeps its own closure
+threshold (from its reference labels), as in `eval`. `--energy` adds the energy jaw (eval's baseline) as one more column.
 Writes OUT/compare.json.
 """
 
@@ -49,7 +50,7 @@ METRICS = (
     ("silence_closure", "silence_frames", "silence (share of pause frames closed)"),
 )
 ENERGY = "energy"
-FEW_CLIPS = 10      # a set with fewer clips gets its intervals flagged as rough
+FEW_CLIPS = 10      # a set with fewer clips is not resampled: its figures hold in every draw
 
 
 class CompareError(TalkmotionError, ValueError):
@@ -88,7 +89,10 @@ def figures(parts: list[metrics.ClipLips]) -> np.ndarray:
 
 def bootstrap(scored: ScoredSet, names: list[str], rounds: int, rng: np.random.Generator) -> np.ndarray:
     """(rounds, sources, metrics): the figures on `rounds` draws of the set's clips with
-    replacement, the same draw for every source."""
+    replacement, the same draw for every source. A set of fewer than FEW_CLIPS clips keeps
+    its own figures in every draw: two clips drawn with replacement say nothing about spread."""
+    if scored.clips < FEW_CLIPS:
+        return np.broadcast_to(np.array([figures(scored.parts[n]) for n in names]), (rounds, len(names), len(METRICS)))
     out = np.empty((rounds, len(names), len(METRICS)))
     for r in range(rounds):
         pick = rng.integers(scored.clips, size=scored.clips)
@@ -117,8 +121,8 @@ def compare(sets: list[ScoredSet], names: list[str], rounds: int = ROUNDS, seed:
     counts = {s.name: metrics.lip_summary(s.parts[names[0]]) for s in sets}
     out = {}
     for m, (key, count_key, _) in enumerate(METRICS):
-        per_set = {s.name: _entry(points[s.name][:, m], draws[s.name][:, :, m]) | {"count": counts[s.name][count_key]}
-                   for s in sets}
+        per_set = {s.name: _entry(points[s.name][:, m], draws[s.name][:, :, m], s.clips >= FEW_CLIPS)
+                   | {"count": counts[s.name][count_key]} for s in sets}
         defined = [s.name for s in sets if np.isfinite(points[s.name][:, m]).all()]
         mean = {"sets": defined, "values": [None] * len(names), "differences": [None] * len(names)}
         if defined:
@@ -128,13 +132,14 @@ def compare(sets: list[ScoredSet], names: list[str], rounds: int = ROUNDS, seed:
     return out
 
 
-def _entry(point: np.ndarray, draws: np.ndarray) -> dict:
-    """Figures (sources,) and their bootstrap draws (rounds, sources) → values and differences."""
+def _entry(point: np.ndarray, draws: np.ndarray, resampled: bool = True) -> dict:
+    """Figures (sources,) and their bootstrap draws (rounds, sources) → values and differences,
+    each [difference, low, high], with low and high None for a set that was not resampled."""
     values = [None if not np.isfinite(v) else round(float(v), 5) for v in point]
     differences: list = [None]
     for s in range(1, len(point)):
         gap = point[s] - point[0]
-        spread = interval(draws[:, s] - draws[:, 0])
+        spread = interval(draws[:, s] - draws[:, 0]) if resampled else [None, None]
         differences.append(None if not np.isfinite(gap) or spread is None else [round(float(gap), 5)] + spread)
     return {"values": values, "differences": differences}
 
@@ -154,7 +159,8 @@ def format_report(report: dict) -> str:
                  f"over clips ({report['rounds']} draws); an interval holding 0 is not a difference these sets tell")
     few = [f"{s['data']} ({s['clips']})" for s in report["sets"] if s["clips"] < FEW_CLIPS]
     if few:
-        lines.append(f"rough intervals, from fewer than {FEW_CLIPS} clips: {', '.join(few)}")
+        lines.append(f"not resampled (fewer than {FEW_CLIPS} clips; their figures count in the mean "
+                     f"but add no spread): {', '.join(few)}")
     for key, count_key, heading in METRICS:
         block = report["metrics"][key]
         head = [heading, "n"] + tags + [f"{t} - A" for t in tags[1:]]
@@ -166,7 +172,8 @@ def format_report(report: dict) -> str:
 
 def _cells(entry: dict) -> list[str]:
     values = ["-" if v is None else f"{v:.3f}" for v in entry["values"]]
-    gaps = ["-" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]" for d in entry["differences"][1:]]
+    gaps = ["-" if d is None else f"{d[0]:+.3f}" + ("" if d[1] is None else f" [{d[1]:+.3f}, {d[2]:+.3f}]")
+            for d in entry["differences"][1:]]
     return values + gaps
 
 
