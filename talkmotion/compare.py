@@ -123,11 +123,12 @@ def compare(sets: list[ScoredSet], names: list[str], rounds: int = ROUNDS, seed:
     for m, (key, count_key, _) in enumerate(METRICS):
         per_set = {s.name: _entry(points[s.name][:, m], draws[s.name][:, :, m], s.clips >= FEW_CLIPS)
                    | {"count": counts[s.name][count_key]} for s in sets}
-        defined = [s.name for s in sets if np.isfinite(points[s.name][:, m]).all()]
-        mean = {"sets": defined, "values": [None] * len(names), "differences": [None] * len(names)}
+        defined = [s for s in sets if np.isfinite(points[s.name][:, m]).all()]
+        mean = {"sets": [s.name for s in defined], "values": [None] * len(names), "differences": [None] * len(names)}
         if defined:
-            mean |= _entry(np.mean([points[n][:, m] for n in defined], axis=0),
-                           np.mean([draws[n][:, :, m] for n in defined], axis=0))
+            mean |= _entry(np.mean([points[s.name][:, m] for s in defined], axis=0),
+                           np.mean([draws[s.name][:, :, m] for s in defined], axis=0),
+                           any(s.clips >= FEW_CLIPS for s in defined))
         out[key] = {"sets": per_set, "mean": mean}
     return out
 
