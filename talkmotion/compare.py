@@ -34,7 +34,7 @@ import numpy as np
 from . import metrics
 from .data.clips import Clip
 from .errors import TalkmotionError
-from .eval import baseline_sources, degraded, load_clips, predict_all
+from .eval import aligned_rows, baseline_sources, degraded, load_clips, predict_all
 from .files import check_output, write_json
 
 REPORT_FORMAT = "talkmotion.compare"
@@ -167,7 +167,7 @@ def format_report(report: dict) -> str:
         head = [heading, "n"] + tags + [f"{t} - A" for t in tags[1:]]
         rows = [head] + [[name, str(e["count"])] + _cells(e) for name, e in block["sets"].items()]
         rows.append([f"mean over {len(block['mean']['sets'])} sets", ""] + _cells(block["mean"]))
-        lines += [""] + _aligned(rows)
+        lines += [""] + aligned_rows(rows)
     return "\n".join(lines)
 
 
@@ -176,11 +176,6 @@ def _cells(entry: dict) -> list[str]:
     gaps = ["-" if d is None else f"{d[0]:+.3f}" + ("" if d[1] is None else f" [{d[1]:+.3f}, {d[2]:+.3f}]")
             for d in entry["differences"][1:]]
     return values + gaps
-
-
-def _aligned(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
 
 
 # --- command -------------------------------------------------------------------------

@@ -381,7 +381,7 @@ def format_table(report: dict) -> str:
         cells = ["-" if s.get(k) is None else fmt.format(s[k]) for k, _, fmt in TABLE_COLUMNS]
         met = [v for v in entry["targets"].values() if v is not None]
         rows.append([name] + cells + [f"{sum(met)}/{len(entry['targets'])}"])
-    lines = _aligned(rows)
+    lines = aligned_rows(rows)
     th = report["thresholds"]
     lines.append(TABLE_NOTE)
     lines.append(f"{report['clips']} clips, {report['seconds']:.1f} s; closure threshold (lip aperture) "
@@ -401,10 +401,10 @@ def format_groups(groups: dict, key: str, source: str) -> str:
         s = entry[source]
         rows.append([value, str(entry["clips"])] + ["-" if s.get(k) is None else fmt.format(s[k])
                                                     for k, _, fmt in TABLE_COLUMNS if k in GROUP_COLUMNS])
-    return "\n".join([f"{source} by {key}:"] + _aligned(rows))
+    return "\n".join([f"{source} by {key}:"] + aligned_rows(rows))
 
 
-def _aligned(rows: list[list[str]]) -> list[str]:
+def aligned_rows(rows: list[list[str]]) -> list[str]:
     """Text table lines: first column left-aligned, the rest right-aligned, two spaces apart."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
