@@ -18,8 +18,8 @@ segments moves its closure by 0.013.
 
 A set of fewer than FEW_CLIPS clips is not resampled: its figures count in the
 mean as they are, without a spread of their own. Each set keeps its own closure
-threshold (from its reference labels), as in `eval`. `--energy` adds the energy jaw (eval's baseline) as one more column.
-Writes OUT/compare.json.
+threshold (from its reference labels), as in `eval`. `--energy` adds the energy
+jaw (eval's baseline) as one more column. Writes OUT/compare.json.
 """
 
 from __future__ import annotations
