@@ -40,6 +40,7 @@ from .files import check_output, write_json
 REPORT_FORMAT = "talkmotion.compare"
 REPORT_VERSION = 1
 ROUNDS = 1000
+MAX_ROUNDS = 100_000   # the draws are held in memory: rounds x sources x metrics per set
 LEVEL = 0.95
 # (summary key, what it counts, table heading), in the order eval prints them
 METRICS = (
@@ -205,8 +206,9 @@ def run(args: argparse.Namespace) -> int:
         raise CompareError(f"--model {ENERGY} and --energy would share a column name; rename the model file")
     if len(args.model) + args.energy < 2:
         raise CompareError("give two models or more (--model A --model B), or one with --energy")
-    if args.rounds < 100:
-        raise CompareError(f"--rounds must be at least 100 for a {round(LEVEL * 100)} % interval, got {args.rounds}")
+    if not 100 <= args.rounds <= MAX_ROUNDS:
+        raise CompareError(f"--rounds must be from 100 (for a {round(LEVEL * 100)} % interval) "
+                           f"to {MAX_ROUNDS}, got {args.rounds}")
     for what, given in (("--model", args.model), ("DATA", [str(Path(d).resolve()) for d in args.data])):
         twice = sorted({g for g in given if given.count(g) > 1})
         if twice:

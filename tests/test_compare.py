@@ -138,7 +138,8 @@ def test_compare_command_scores_two_checkpoints_and_the_energy_jaw_on_two_sets(t
 @pytest.mark.parametrize("extra, message", [
     ([], "give two models or more"),
     (["--model", "M0"], "--model given twice"),
-    (["--model", "M1", "--rounds", "20"], "--rounds must be at least 100"),
+    (["--model", "M1", "--rounds", "20"], "--rounds must be from 100"),
+    (["--model", "M1", "--rounds", "1000000000"], "--rounds must be from 100"),
     (["--model", "M1"], "DATA given twice"),
 ])
 def test_compare_refuses_what_it_cannot_compare(two_sets, two_checkpoints, tmp_path, capsys, extra, message):
