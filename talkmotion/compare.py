@@ -82,23 +82,24 @@ def score_set(name: str, clips: list[Clip], sources: dict, energy: bool) -> Scor
     return ScoredSet(name, len(clips), round(sum(c.duration for c in clips), 3), parts)
 
 
-def figures(parts: list[metrics.ClipLips]) -> np.ndarray:
-    """(len(METRICS),) the metrics of these clips, NaN where undefined."""
-    summary = metrics.lip_summary(parts)
+def figures(summary: dict) -> np.ndarray:
+    """(len(METRICS),) the METRICS of a metrics.lip_summary, NaN where undefined."""
     return np.array([math.nan if summary[k] is None else summary[k] for k, _, _ in METRICS])
 
 
-def bootstrap(scored: ScoredSet, names: list[str], rounds: int, rng: np.random.Generator) -> np.ndarray:
+def bootstrap(scored: ScoredSet, names: list[str], point: np.ndarray, rounds: int,
+              rng: np.random.Generator) -> np.ndarray:
     """(rounds, sources, metrics): the figures on `rounds` draws of the set's clips with
     replacement, the same draw for every source. A set of fewer than FEW_CLIPS clips keeps
-    its own figures in every draw: two clips drawn with replacement say nothing about spread."""
+    its own figures `point` (sources, metrics) in every draw: two clips drawn with replacement
+    say nothing about spread."""
     if scored.clips < FEW_CLIPS:
-        return np.broadcast_to(np.array([figures(scored.parts[n]) for n in names]), (rounds, len(names), len(METRICS)))
+        return np.broadcast_to(point, (rounds, *point.shape))
     out = np.empty((rounds, len(names), len(METRICS)))
     for r in range(rounds):
         pick = rng.integers(scored.clips, size=scored.clips)
         for s, name in enumerate(names):
-            out[r, s] = figures([scored.parts[name][k] for k in pick])
+            out[r, s] = figures(metrics.lip_summary([scored.parts[name][k] for k in pick]))
     return out
 
 
@@ -117,9 +118,10 @@ def compare(sets: list[ScoredSet], names: list[str], rounds: int = ROUNDS, seed:
     ("values", None where undefined) and each later source's difference from the first with
     its interval ("differences": [None, [difference, low, high] or None, ...])."""
     rng = np.random.default_rng(seed)
-    points = {s.name: np.array([figures(s.parts[n]) for n in names]) for s in sets}   # (sources, metrics)
-    draws = {s.name: bootstrap(s, names, rounds, rng) for s in sets}                 # (rounds, sources, metrics)
-    counts = {s.name: metrics.lip_summary(s.parts[names[0]]) for s in sets}
+    summaries = {s.name: [metrics.lip_summary(s.parts[n]) for n in names] for s in sets}
+    points = {name: np.array([figures(x) for x in found]) for name, found in summaries.items()}  # (sources, metrics)
+    draws = {s.name: bootstrap(s, names, points[s.name], rounds, rng) for s in sets}  # (rounds, sources, metrics)
+    counts = {name: found[0] for name, found in summaries.items()}     # the first source's counts
     out = {}
     for m, (key, count_key, _) in enumerate(METRICS):
         per_set = {s.name: _entry(points[s.name][:, m], draws[s.name][:, :, m], s.clips >= FEW_CLIPS)
