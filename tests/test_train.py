@@ -422,7 +422,9 @@ def test_each_embedded_models_config_is_the_recipe_it_was_trained_with(name, con
         return json.loads(json.dumps(to_dict(config)))   # tuples as the header's JSON lists
 
     cfg = as_json(Recipe(Path(__file__).resolve().parents[1] / "configs" / config, _earlier_stage(config)).config(-1))
-    trained = as_json(from_dict(TrainConfig, read_header(shipped)["training"]["config"]))
+    recorded = read_header(shipped)["training"]["config"]
+    # its init names a file on the machine that trained it (not a recipe section)
+    trained = as_json(from_dict(TrainConfig, {**recorded, "init": ""}))
     assert not cfg["export"].startswith("talkmotion/")      # a run never writes into the package
     for section in ("model", "data", "optim", "loss", "seed", "cached_encoder", "cached_hearings"):
         assert cfg[section] == trained[section], section
