@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     args = parser.parse_args()
     predict, name, _ = model_source(args.model)
-    model, rules, openness, by_phone = [], [], [], defaultdict(lambda: ([], []))
+    model, rules, openness, fps, by_phone = [], [], [], [], defaultdict(lambda: ([], []))
     for clip in load_clips(args.data):
         pred = predict(clip)
         valid = clip.mask[:, labels.index("jawOpen")]
@@ -39,6 +39,7 @@ def main() -> None:
         model.append(ap[valid])
         rules.append(ref[valid])
         openness.append(metrics.openness_curve(clip.phonemes, len(pred), clip.fps)[valid])
+        fps.append(clip.fps)
         for p in clip.phonemes:
             idx = metrics.core_frames(p.start, p.end, len(pred), clip.fps)
             idx = idx[valid[idx]]
@@ -56,7 +57,7 @@ def main() -> None:
     print(f"rules -> openness {corr(rules, openness):.3f}   model -> rules {corr(model, rules):.3f}   "
           f"model -> openness {corr(model, openness):.3f}")
     print("model -> rules smoothed by " + ", ".join(
-        f"{ms} ms {corr(model, [gaussian_filter1d(r, ms / 1000 * 30) for r in rules]):.3f}" for ms in (20, 40, 80)))
+        f"{ms} ms {corr(model, [gaussian_filter1d(r, ms / 1000 * f) for r, f in zip(rules, fps)]):.3f}" for ms in (20, 40, 80)))
     print("model shifted by " + ", ".join(
         f"{k:+d} frame {corr([np.roll(m, k) for m in model], rules):.3f}" for k in (-1, 1)))
     print(f"each clip normalised: model -> rules {corr([z(m) for m in model], [z(r) for r in rules]):.3f}")

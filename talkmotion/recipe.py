@@ -137,7 +137,6 @@ def stage_done(cfg, where: str) -> bool:
     """Whether stage `cfg`'s export exists and records its recipe; an export from another recipe is
     a ConfigError naming what differs."""
     from .checkpoint import read_header
-    from .train import TrainConfig
 
     export = Path(cfg.export)
     if not export.exists():
@@ -145,8 +144,7 @@ def stage_done(cfg, where: str) -> bool:
     record = read_header(export).get("training") or {}
     if not isinstance(record.get("config"), dict):
         raise ConfigError(f"{where}: export {export} exists but records no training run; move it away")
-    recorded = from_dict(TrainConfig, {**record["config"], "init": ""}, f"{export} (its training record)")
-    now, then = _as_json(cfg), _as_json(recorded)
+    now, then = config_json(cfg), config_json(recorded_config(export, record))
     differ = [key for key in RECIPE_SECTIONS if now[key] != then[key]]
     if record.get("steps") != cfg.optim.steps and "optim" not in differ:
         differ.append(f"steps (it ran {record.get('steps')})")
@@ -156,5 +154,16 @@ def stage_done(cfg, where: str) -> bool:
     return True
 
 
-def _as_json(cfg) -> dict:
-    return json.loads(json.dumps(to_dict(cfg)))      # tuples as a header's JSON lists
+def recorded_config(checkpoint: str | Path, record: dict | None = None):
+    """The TrainConfig a checkpoint's header records (`record`: its "training" entry, if already
+    read). Its init is left out: it names a file on the machine that trained it, not the recipe."""
+    from .checkpoint import read_header
+    from .train import TrainConfig
+
+    record = record if record is not None else read_header(checkpoint)["training"]
+    return from_dict(TrainConfig, {**record["config"], "init": ""}, f"{checkpoint} (its training record)")
+
+
+def config_json(cfg) -> dict:
+    """A TrainConfig as plain JSON values (tuples as a header's JSON lists), for comparing sections."""
+    return json.loads(json.dumps(to_dict(cfg)))
